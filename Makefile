@@ -1,0 +1,41 @@
+# servegraph developer commands. `make run` and `make test` are the README's quickstart.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
+	touch $(STAMP)
+
+## run: install and run the quickstart example over its sample events (no broker, no database)
+run: $(STAMP)
+	$(BIN)/python examples/quickstart.py
+
+## test: install everything, start the services the tests need, run lint, types and every test
+test: $(STAMP)
+	bash scripts/services.sh
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## bench: the W1 flow benchmark (not part of `make test`)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/flow_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

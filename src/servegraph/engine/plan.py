@@ -1,0 +1,186 @@
+"""Compile a GraphSpec into an immutable Plan: fused chains of steps, branches, route tables.
+
+The plan is built once, when a server or mock server is created; running an event walks no
+graph and inspects nothing: it follows the segments' tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..context import Context
+from ..errors import GraphError, Problem
+from ..graph.resolve import Namespace
+from ..graph.spec import EngineKind, GraphSpec, StepKind, StepSpec
+from ..graph.validate import check
+from .adapters import build_callee
+from .routing import RouteTable, make_router_call
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One compiled step. ``takes_body`` calls get and return the body; others the Event."""
+
+    name: str
+    call: Callable[[Any], Any]
+    takes_body: bool
+    is_async: bool
+    is_responder: bool
+    on_error: Segment | None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A chain of steps run one after the other, then the segments that follow it.
+
+    Several ``branches`` mean a fan-out: each branch gets its own copy of the event. A step with
+    several predecessors starts a segment shared by all of them, and runs once per arrival.
+    """
+
+    head: tuple[Node, ...]
+    tail: tuple[Node, ...]
+    responds: bool
+    branches: tuple[Segment, ...]
+    is_async: bool
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """Every step of the chain, in order."""
+        return self.head + self.tail
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A compiled graph, ready to run events."""
+
+    entries: tuple[Segment, ...]
+    is_async: bool
+    has_responder: bool
+    instances: tuple[object, ...]
+
+
+def compile_plan(
+    spec: GraphSpec,
+    *,
+    namespace: Namespace = None,
+    context: Context | None = None,
+    engine: EngineKind = EngineKind.AUTO,
+) -> Plan:
+    """Validate ``spec``, build its steps and compile them into a Plan.
+
+    Raises:
+        GraphError: every problem found, each naming its step (validation, imports, constructors,
+            async steps under the sync engine).
+    """
+    check(spec, namespace)
+    return _Compiler(spec, namespace, context or Context(), engine).compile()
+
+
+class _Compiler:
+    def __init__(
+        self, spec: GraphSpec, namespace: Namespace, context: Context, engine: EngineKind
+    ) -> None:
+        self.spec = spec
+        self.namespace = namespace
+        self.context = context
+        self.engine = engine
+        self.instances: list[object] = []
+        self.problems: list[Problem] = []
+        self.children: dict[str, list[str]] = {step.name: [] for step in spec.steps}
+        for step in spec.steps:
+            for parent in step.after:
+                self.children[parent].append(step.name)
+        self.handlers = {step.on_error for step in spec.steps if step.on_error} | (
+            {spec.on_error} if spec.on_error else set()
+        )
+        self.segments: dict[str, Segment] = {}
+        self.building: set[str] = set()
+
+    def compile(self) -> Plan:
+        nodes = {step.name: self._node(step) for step in self.spec.steps}
+        if self.problems:
+            raise GraphError(self.problems)
+        entries = tuple(
+            self._segment(step.name, nodes)
+            for step in self.spec.steps
+            if not step.after and step.name not in self.handlers
+        )
+        if not entries:
+            raise GraphError("no entry step: every step runs after another one or handles errors")
+        is_async = any(segment.is_async for segment in entries)
+        if self.engine is EngineKind.SYNC and is_async:
+            names = ", ".join(repr(n.name) for n in nodes.values() if n.is_async)
+            message = f"async steps ({names}) need the async engine; use engine='async'"
+            raise GraphError(message)
+        has_responder = any(step.responder for step in self.spec.steps)
+        return Plan(entries, is_async, has_responder, tuple(self.instances))
+
+    def _node(self, step: StepSpec) -> _Draft:
+        try:
+            if step.kind is StepKind.ROUTER:
+                routes = {route.name: self._route(route) for route in step.routes}
+                table = RouteTable(step.name, routes, step.default_route)
+                is_async = any(route.is_async for route in routes.values())
+                return _Draft(step, make_router_call(table, is_async), False, is_async)
+            callee = build_callee(step, self.namespace, self.context)
+        except GraphError as exc:
+            self.problems.extend(exc.problems)
+            return _Draft(step, _unbuilt, True, False)
+        if callee.instance is not None:
+            self.instances.append(callee.instance)
+        return _Draft(step, callee.call, callee.takes_body, callee.is_async)
+
+    def _route(self, route: StepSpec) -> Node:
+        callee = build_callee(route, self.namespace, self.context)
+        if callee.instance is not None:
+            self.instances.append(callee.instance)
+        return Node(route.name, callee.call, callee.takes_body, callee.is_async, False, None)
+
+    def _segment(self, name: str, drafts: dict[str, _Draft]) -> Segment:
+        built = self.segments.get(name)
+        if built is not None:
+            return built
+        if name in self.building:
+            message = f"error handlers form a cycle through step {name!r}"
+            raise GraphError([Problem(name, message)])
+        self.building.add(name)
+        chain = [name]
+        while len(self.children[chain[-1]]) == 1:
+            child = self.children[chain[-1]][0]
+            if len(self.spec.step(child).after) != 1:
+                break
+            chain.append(child)
+        nodes = tuple(self._finish(drafts[step], drafts) for step in chain)
+        branches = tuple(self._segment(child, drafts) for child in self.children[chain[-1]])
+        is_async = any(
+            node.is_async or (node.on_error is not None and node.on_error.is_async)
+            for node in nodes
+        ) or any(branch.is_async for branch in branches)
+        cut = next((i + 1 for i, node in enumerate(nodes) if node.is_responder), len(nodes))
+        responds = cut > 0 and nodes[cut - 1].is_responder
+        segment = Segment(nodes[:cut], nodes[cut:], responds, branches, is_async)
+        self.segments[name] = segment
+        self.building.discard(name)
+        return segment
+
+    def _finish(self, draft: _Draft, drafts: dict[str, _Draft]) -> Node:
+        step = draft.step
+        handler_name = step.on_error
+        if handler_name is None and step.name not in self.handlers:
+            handler_name = self.spec.on_error
+        handler = self._segment(handler_name, drafts) if handler_name else None
+        return Node(step.name, draft.call, draft.takes_body, draft.is_async, step.responder, handler)
+
+
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    step: StepSpec
+    call: Callable[[Any], Any]
+    takes_body: bool
+    is_async: bool
+
+
+def _unbuilt(body: Any) -> Any:  # pragma: no cover - never runs: compile raises first
+    raise AssertionError

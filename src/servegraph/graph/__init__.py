@@ -1,0 +1,1 @@
+"""Graph definition: spec records, the fluent builder, validation, (de)serialisation, plotting."""

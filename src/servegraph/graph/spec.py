@@ -1,0 +1,88 @@
+"""Frozen spec records: what a graph is, independent of how it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SPEC_VERSION = 1
+
+
+class StepKind(StrEnum):
+    """What a step does: run user code (task) or pick one of its routes (router)."""
+
+    TASK = "task"
+    ROUTER = "router"
+
+
+class Topology(StrEnum):
+    """The shape of a graph: a DAG of steps, or one router over routes."""
+
+    FLOW = "flow"
+    ROUTER = "router"
+
+
+class EngineKind(StrEnum):
+    """Which executor runs the graph; ``auto`` picks sync when no step is async."""
+
+    AUTO = "auto"
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step of a graph.
+
+    A task step runs a function (``handler`` names it) or a class (``class_name`` names it and
+    ``handler`` names the method, by default ``do_event`` or ``do``). References are import paths
+    (``"pkg.mod:Name"`` or ``"pkg.mod.Name"``); ``target`` holds the live object when the step
+    was built from one, and is not part of the spec's identity.
+    """
+
+    name: str
+    kind: StepKind = StepKind.TASK
+    class_name: str | None = None
+    handler: str | None = None
+    class_args: Mapping[str, Any] = field(default_factory=dict)
+    full_event: bool = False
+    input_path: str | None = None
+    result_path: str | None = None
+    after: tuple[str, ...] = ()
+    responder: bool = False
+    on_error: str | None = None
+    routes: tuple[StepSpec, ...] = ()
+    default_route: str | None = None
+    target: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def reference(self) -> str | None:
+        """The import path of the class or function this step runs."""
+        return self.class_name if self.class_name is not None else self.handler
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSpec:
+    """A whole graph: its topology, its steps in declaration order and graph-wide options.
+
+    A router topology is one router step (``steps[0]``) whose routes are the models.
+    """
+
+    topology: Topology = Topology.FLOW
+    steps: tuple[StepSpec, ...] = ()
+    on_error: str | None = None
+    engine: EngineKind = EngineKind.AUTO
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def step(self, name: str) -> StepSpec:
+        """Return the step called ``name`` (routes included)."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+            for route in step.routes:
+                if route.name == name:
+                    return route
+        message = f"no step named {name!r}"
+        raise KeyError(message)

@@ -1,0 +1,170 @@
+"""Check a graph spec and gather every problem into one GraphError, each naming its step."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import GraphError, Problem
+from .resolve import Namespace, ResolveError, resolve
+from .spec import GraphSpec, StepKind, StepSpec, Topology
+
+DEFAULT_METHODS = ("do_event", "do")
+"""Methods called on a class step when no handler is named, in order of preference."""
+
+CONSTRUCTOR_EXTRAS = ("context", "name")
+"""Keywords given to a step class's constructor when it accepts them (MLRun's signature)."""
+
+
+def check(spec: GraphSpec, namespace: Namespace = None) -> None:
+    """Raise GraphError listing every problem of ``spec``; return quietly when there is none."""
+    problems = list(find_problems(spec, namespace))
+    if problems:
+        raise GraphError(problems)
+
+
+def find_problems(spec: GraphSpec, namespace: Namespace = None) -> Iterator[Problem]:
+    """Yield every problem of ``spec``: topology, names, references and arguments."""
+    yield from _check_names(spec)
+    names = {step.name for step in spec.steps}
+    if not spec.steps:
+        yield Problem(None, "the graph has no steps; add one with graph.to(...)")
+    if spec.topology is Topology.ROUTER and (
+        len(spec.steps) != 1 or spec.steps[0].kind is not StepKind.ROUTER
+    ):
+        yield Problem(None, "a router graph holds exactly one router step")
+    if spec.on_error is not None and spec.on_error not in names:
+        yield Problem(None, f"on_error names an unknown step {spec.on_error!r}")
+    responders = [step.name for step in spec.steps if step.responder]
+    if len(responders) > 1:
+        listed = ", ".join(repr(name) for name in responders)
+        yield Problem(None, f"two or more responders in one flow ({listed}); keep one")
+    for step in spec.steps:
+        for parent in step.after:
+            if parent not in names:
+                yield Problem(step.name, f"'after' names an unknown step {parent!r}")
+            elif parent == step.name:
+                yield Problem(step.name, "a step cannot run after itself")
+        if step.on_error is not None and step.on_error not in names:
+            yield Problem(step.name, f"on_error names an unknown step {step.on_error!r}")
+        yield from _check_step(step, namespace)
+    yield from _check_cycles(spec)
+
+
+def resolve_step(step: StepSpec, namespace: Namespace) -> Any:
+    """Return the class or function a task step runs (its live target, else its import path)."""
+    if step.target is not None:
+        return step.target
+    reference = step.reference
+    if reference is None:
+        message = "the step runs nothing: give it a function, a class or an import path"
+        raise ResolveError(message)
+    return resolve(reference, namespace)
+
+
+def method_name(step: StepSpec, cls: type) -> str:
+    """Return the method a class step calls, or raise ResolveError saying what to set."""
+    if step.handler is not None:
+        if not callable(getattr(cls, step.handler, None)):
+            message = f"class {cls.__qualname__} has no method {step.handler!r}"
+            raise ResolveError(message)
+        return step.handler
+    for name in DEFAULT_METHODS:
+        if callable(getattr(cls, name, None)):
+            return name
+    if "__call__" in vars(cls) or any("__call__" in vars(base) for base in cls.__mro__[1:-1]):
+        return "__call__"
+    message = f"class {cls.__qualname__} has no do() or do_event() method; set handler='method'"
+    raise ResolveError(message)
+
+
+def constructor_arguments(cls: type, class_args: Mapping[str, Any]) -> tuple[str, ...]:
+    """Return which of CONSTRUCTOR_EXTRAS the constructor takes; raise TypeError if it rejects
+    ``class_args``."""
+    signature = inspect.signature(cls)
+    parameters = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    extras = tuple(
+        name for name in CONSTRUCTOR_EXTRAS if name in parameters or takes_any
+    )
+    arguments = {name: None for name in extras if name not in class_args}
+    signature.bind(**arguments, **class_args)
+    return extras
+
+
+def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
+    for field, path in (("input_path", step.input_path), ("result_path", step.result_path)):
+        if path is not None and (not path or any(not part for part in path.split("."))):
+            yield Problem(step.name, f"{field} {path!r} is not a dotted path like 'a.b'")
+    if step.kind is StepKind.ROUTER:
+        yield from _check_router(step, namespace)
+        return
+    try:
+        target = resolve_step(step, namespace)
+    except ResolveError as exc:
+        yield Problem(step.name, str(exc))
+        return
+    if inspect.isclass(target):
+        try:
+            method_name(step, target)
+        except ResolveError as exc:
+            yield Problem(step.name, str(exc))
+        try:
+            constructor_arguments(target, step.class_args)
+        except TypeError as exc:
+            message = f"class {target.__qualname__} rejects class_args {dict(step.class_args)}: {exc}"
+            yield Problem(step.name, message)
+        except ValueError:
+            pass  # builtins without a signature: constructed at compile time, errors reported then
+    elif not callable(target):
+        yield Problem(step.name, f"{step.reference!r} is not callable")
+    elif step.class_args:
+        yield Problem(step.name, "class_args are given but the step is a function, not a class")
+
+
+def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
+    if not step.routes:
+        yield Problem(step.name, "the router has no routes; add one with add_route()")
+    route_names = [route.name for route in step.routes]
+    if step.default_route is not None and step.default_route not in route_names:
+        message = f"default_route {step.default_route!r} is not one of its routes {route_names}"
+        yield Problem(step.name, message)
+    for route in step.routes:
+        yield from _check_step(route, namespace)
+
+
+def _check_names(spec: GraphSpec) -> Iterator[Problem]:
+    seen: set[str] = set()
+    for step in spec.steps:
+        for name in (step.name, *(route.name for route in step.routes)):
+            if not name:
+                yield Problem(None, "a step has an empty name")
+            elif name in seen:
+                yield Problem(name, "duplicate step name; step names are unique in a graph")
+            seen.add(name)
+
+
+def _check_cycles(spec: GraphSpec) -> Iterator[Problem]:
+    parents = {step.name: [p for p in step.after if p != step.name] for step in spec.steps}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    reported: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> Iterator[Problem]:
+        state[name] = 1
+        path.append(name)
+        for parent in parents.get(name, ()):
+            if state.get(parent) == 1:
+                cycle = path[path.index(parent) :]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    loop = " -> ".join([*reversed(cycle), cycle[-1]])
+                    yield Problem(parent, f"the steps form a cycle: {loop}")
+            elif parent in parents and state.get(parent) is None:
+                yield from visit(parent, path)
+        path.pop()
+        state[name] = 2
+
+    for step in spec.steps:
+        if state.get(step.name) is None:
+            yield from visit(step.name, [])

@@ -48,7 +48,9 @@ class MockServer:
     ) -> None:
         chosen = EngineKind(engine) if engine is not None else spec.engine
         self.context = Context(params={**spec.params, **(params or {})}, is_mock=True)
-        self.plan: Plan = compile_plan(spec, namespace=namespace, context=self.context, engine=chosen)
+        self.plan: Plan = compile_plan(
+            spec, namespace=namespace, context=self.context, engine=chosen
+        )
         self.engine = (
             EngineKind.ASYNC
             if chosen is EngineKind.ASYNC or (chosen is EngineKind.AUTO and self.plan.is_async)

@@ -20,6 +20,7 @@ from ..graph.resolve import Namespace, ResolveError
 from ..graph.spec import StepSpec
 from ..graph.validate import constructor_arguments, method_name, resolve_step
 from .paths import get_path, set_path
+from .routing import PathSelector, RouteSelector
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +33,13 @@ class Callee:
     instance: object | None
 
 
-def build_callee(step: StepSpec, namespace: Namespace, context: Context) -> Callee:
-    """Resolve, instantiate and wrap a task step; raise GraphError naming the step on failure."""
+def build_callee(
+    step: StepSpec, namespace: Namespace, context: Context, *, stop_on_none: bool = True
+) -> Callee:
+    """Resolve, instantiate and wrap a task step; raise GraphError naming the step on failure.
+
+    With ``stop_on_none`` false, a None result becomes the body instead of stopping the event.
+    """
     try:
         target = resolve_step(step, namespace)
         instance: object | None = None
@@ -48,10 +54,23 @@ def build_callee(step: StepSpec, namespace: Namespace, context: Context) -> Call
     except ResolveError as exc:
         raise GraphError([Problem(step.name, str(exc))]) from exc
     is_async = _is_async(function)
-    if not full_event and step.input_path is None and step.result_path is None:
+    plain = not full_event and step.input_path is None and step.result_path is None
+    if plain and stop_on_none:
         return Callee(function, takes_body=True, is_async=is_async, instance=instance)
     wrap = _wrap_async if is_async else _wrap_sync
-    return Callee(wrap(function, step, full_event), False, is_async, instance)
+    return Callee(wrap(function, step, full_event, stop_on_none), False, is_async, instance)
+
+
+def build_selector(step: StepSpec, namespace: Namespace, context: Context) -> RouteSelector:
+    """Return a router step's route selector: its class's instance, else the path selector."""
+    if step.reference is None and step.target is None:
+        return PathSelector(step.default_route)
+    try:
+        cls = resolve_step(step, namespace)
+    except ResolveError as exc:
+        raise GraphError([Problem(step.name, str(exc))]) from exc
+    selector: RouteSelector = _instantiate(cls, step, context)  # type: ignore[assignment]
+    return selector
 
 
 def _instantiate(cls: type, step: StepSpec, context: Context) -> object:
@@ -95,7 +114,7 @@ def _is_async(function: Callable[..., Any]) -> bool:
 
 
 def _wrap_sync(
-    function: Callable[[Any], Any], step: StepSpec, full_event: bool
+    function: Callable[[Any], Any], step: StepSpec, full_event: bool, stop_on_none: bool
 ) -> Callable[[Event], Event | None]:
     name = step.name
     input_keys = tuple(step.input_path.split(".")) if step.input_path else None
@@ -108,13 +127,13 @@ def _wrap_sync(
             argument = get_path(event.body, input_keys, name)
         else:
             argument = event.body
-        return _place(event, function(argument), result_keys, full_event, name)
+        return _place(event, function(argument), result_keys, full_event, stop_on_none, name)
 
     return call
 
 
 def _wrap_async(
-    function: Callable[[Any], Awaitable[Any]], step: StepSpec, full_event: bool
+    function: Callable[[Any], Awaitable[Any]], step: StepSpec, full_event: bool, stop_on_none: bool
 ) -> Callable[[Event], Awaitable[Event | None]]:
     name = step.name
     input_keys = tuple(step.input_path.split(".")) if step.input_path else None
@@ -127,13 +146,19 @@ def _wrap_async(
             argument = get_path(event.body, input_keys, name)
         else:
             argument = event.body
-        return _place(event, await function(argument), result_keys, full_event, name)
+        result = await function(argument)
+        return _place(event, result, result_keys, full_event, stop_on_none, name)
 
     return call
 
 
 def _place(
-    event: Event, result: Any, result_keys: tuple[str, ...] | None, full_event: bool, step: str
+    event: Event,
+    result: Any,
+    result_keys: tuple[str, ...] | None,
+    full_event: bool,
+    stop_on_none: bool,
+    step: str,
 ) -> Event | None:
     """Put a step's result where it belongs and return the event to continue with."""
     if full_event and isinstance(result, Event):
@@ -141,7 +166,7 @@ def _place(
     if result_keys is not None:
         set_path(event.body, result_keys, result, step)
         return event
-    if result is None:
+    if result is None and stop_on_none:
         return None
     event.body = result
     return event

@@ -13,7 +13,9 @@ def get_path(body: Any, keys: tuple[str, ...], step: str) -> Any:
             value = value[key]
         except (KeyError, TypeError, IndexError):
             where = ".".join(keys[: index + 1])
-            message = f"step {step!r}: input_path {'.'.join(keys)!r} not found in the body at {where!r}"
+            message = (
+                f"step {step!r}: input_path {'.'.join(keys)!r} not found in the body at {where!r}"
+            )
             raise KeyError(message) from None
     return value
 

@@ -15,7 +15,7 @@ from ..errors import GraphError, Problem
 from ..graph.resolve import Namespace
 from ..graph.spec import EngineKind, GraphSpec, StepKind, StepSpec
 from ..graph.validate import check
-from .adapters import build_callee
+from .adapters import build_callee, build_selector
 from .routing import RouteTable, make_router_call
 
 
@@ -108,10 +108,11 @@ class _Compiler:
             if not step.after and step.name not in self.handlers
         )
         if not entries:
-            raise GraphError("no entry step: every step runs after another one or handles errors")
+            message = "no entry step: every step runs after another one or handles errors"
+            raise GraphError(message)
         is_async = any(segment.is_async for segment in entries)
         if self.engine is EngineKind.SYNC and is_async:
-            names = ", ".join(repr(n.name) for n in nodes.values() if n.is_async)
+            names = ", ".join(repr(name) for name, node in nodes.items() if node.is_async)
             message = f"async steps ({names}) need the async engine; use engine='async'"
             raise GraphError(message)
         has_responder = any(step.responder for step in self.spec.steps)
@@ -121,10 +122,13 @@ class _Compiler:
         try:
             if step.kind is StepKind.ROUTER:
                 routes = {route.name: self._route(route) for route in step.routes}
-                table = RouteTable(step.name, routes, step.default_route)
+                selector = build_selector(step, self.namespace, self.context)
+                table = RouteTable(step.name, routes, selector)
                 is_async = any(route.is_async for route in routes.values())
                 return _Draft(step, make_router_call(table, is_async), False, is_async)
-            callee = build_callee(step, self.namespace, self.context)
+            callee = build_callee(
+                step, self.namespace, self.context, stop_on_none=self.spec.stop_on_none
+            )
         except GraphError as exc:
             self.problems.extend(exc.problems)
             return _Draft(step, _unbuilt, True, False)
@@ -133,7 +137,9 @@ class _Compiler:
         return _Draft(step, callee.call, callee.takes_body, callee.is_async)
 
     def _route(self, route: StepSpec) -> Node:
-        callee = build_callee(route, self.namespace, self.context)
+        callee = build_callee(
+            route, self.namespace, self.context, stop_on_none=self.spec.stop_on_none
+        )
         if callee.instance is not None:
             self.instances.append(callee.instance)
         return Node(route.name, callee.call, callee.takes_body, callee.is_async, False, None)
@@ -171,7 +177,9 @@ class _Compiler:
         if handler_name is None and step.name not in self.handlers:
             handler_name = self.spec.on_error
         handler = self._segment(handler_name, drafts) if handler_name else None
-        return Node(step.name, draft.call, draft.takes_body, draft.is_async, step.responder, handler)
+        return Node(
+            step.name, draft.call, draft.takes_body, draft.is_async, step.responder, handler
+        )
 
 
 @dataclass(frozen=True, slots=True)

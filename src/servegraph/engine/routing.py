@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RoutingError, StepError
 from ..event import Event
@@ -14,42 +14,62 @@ if TYPE_CHECKING:
 MODELS_PREFIX = "/v2/models/"
 
 
-class RouteTable:
-    """The routes of one router and how an event selects one.
+class RouteSelector(Protocol):
+    """What a router class provides: the name of the route an event goes to (None: none)."""
 
-    Selection, in order: the model name in an Open Inference Protocol path
-    (``/v2/models/<name>/...``); the first path segment when it names a route (``/<name>``); the
-    ``"model"`` key of a dict body; the default route; the only route.
+    def select(self, event: Event, routes: Sequence[str]) -> str | None:
+        """Return the route name for ``event`` among ``routes``."""
+        ...
+
+
+class PathSelector:
+    """The default route selection, in order: the model in an Open Inference Protocol path
+    (``/v2/models/<name>[/versions/<v>]/...``, version routes are named ``name:v``); the first
+    path segment when it names a route (``/<name>``); the ``"model"`` key of a dict body; the
+    default route; the only route.
     """
 
-    __slots__ = ("default", "name", "routes")
+    def __init__(self, default: str | None = None) -> None:
+        self.default = default
 
-    def __init__(self, name: str, routes: Mapping[str, Node], default: str | None) -> None:
+    def select(self, event: Event, routes: Sequence[str]) -> str | None:
+        """Return the route name for ``event`` among ``routes``."""
+        path = event.path
+        if path.startswith(MODELS_PREFIX):
+            parts = path[len(MODELS_PREFIX) :].split("/")
+            if len(parts) >= 3 and parts[1] == "versions":
+                return f"{parts[0]}:{parts[2]}"
+            if parts[0]:
+                return parts[0]
+        else:
+            first = path.strip("/").split("/", 1)[0]
+            if first in routes:
+                return first
+        body = event.body
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            return str(body["model"])
+        if self.default is not None:
+            return self.default
+        return routes[0] if len(routes) == 1 else None
+
+
+class RouteTable:
+    """The routes of one router and the selector that picks one per event."""
+
+    __slots__ = ("name", "names", "routes", "selector")
+
+    def __init__(self, name: str, routes: Mapping[str, Node], selector: RouteSelector) -> None:
         self.name = name
         self.routes = dict(routes)
-        if default is None and len(self.routes) == 1:
-            default = next(iter(self.routes))
-        self.default = default
+        self.names = tuple(self.routes)
+        self.selector = selector
 
     def select(self, event: Event) -> Node:
         """Return the route for ``event``; raise RoutingError naming what was asked for."""
-        path = event.path
-        wanted: str | None = None
-        if path.startswith(MODELS_PREFIX):
-            wanted = path[len(MODELS_PREFIX) :].split("/", 1)[0] or None
-        else:
-            first = path.strip("/").split("/", 1)[0]
-            if first in self.routes:
-                wanted = first
-        if wanted is None:
-            body = event.body
-            if isinstance(body, dict) and isinstance(body.get("model"), str):
-                wanted = body["model"]
-            else:
-                wanted = self.default
+        wanted = self.selector.select(event, self.names)
         route = self.routes.get(wanted) if wanted is not None else None
         if route is None:
-            raise RoutingError(self.name, wanted, list(self.routes))
+            raise RoutingError(self.name, wanted, self.names)
         return route
 
 

@@ -88,7 +88,7 @@ def run_nodes(nodes: tuple[Node, ...], event: Event) -> Event | None:
                 event = node.call(event)
                 if event is None:
                     return None
-        except Exception as exc:  # noqa: BLE001 - user code: routed to a handler or wrapped
+        except Exception as exc:
             raise NodeFailed(node, event, exc) from exc
     return event
 
@@ -199,7 +199,7 @@ async def run_nodes_async(nodes: tuple[Node, ...], event: Event) -> Event | None
                 if result is None:
                     return None
                 event = result
-        except Exception as exc:  # noqa: BLE001 - user code: routed to a handler or wrapped
+        except Exception as exc:
             raise NodeFailed(node, event, exc) from exc
     return event
 

@@ -37,9 +37,7 @@ class StepRef:
         """The step's current spec."""
         return self._graph._steps[self._index]
 
-    def to(
-        self, target: StepTarget, name: str | None = None, **options: Any
-    ) -> StepRef:
+    def to(self, target: StepTarget, name: str | None = None, **options: Any) -> StepRef:
         """Add a step that runs after this one and return it.
 
         Args:
@@ -55,9 +53,7 @@ class StepRef:
         self._graph._replace(self._index, responder=True)
         return self
 
-    def error_handler(
-        self, target: StepTarget, name: str | None = None, **options: Any
-    ) -> StepRef:
+    def error_handler(self, target: StepTarget, name: str | None = None, **options: Any) -> StepRef:
         """Add a step that gets the event (with ``event.error``) when this step raises.
 
         The handler's result (or the result of the steps after it) is what the caller sees.
@@ -102,6 +98,7 @@ class Graph:
         self.engine = EngineKind(engine)
         self.params: dict[str, Any] = dict(params or {})
         self.on_error: str | None = None
+        self.stop_on_none = True
         self.namespace = namespace
         self._steps: list[StepSpec] = []
         self._mock: MockServer | None = None
@@ -120,6 +117,7 @@ class Graph:
         """Return a graph holding ``spec`` (to extend it with the builder)."""
         graph = cls(spec.topology, engine=spec.engine, params=spec.params, namespace=namespace)
         graph.on_error = spec.on_error
+        graph.stop_on_none = spec.stop_on_none
         graph._steps = list(spec.steps)
         return graph
 
@@ -171,9 +169,7 @@ class Graph:
             raise GraphError(message)
         return StepRef(self, 0).add_route(name, target, **options)
 
-    def error_handler(
-        self, target: StepTarget, name: str | None = None, **options: Any
-    ) -> StepRef:
+    def error_handler(self, target: StepTarget, name: str | None = None, **options: Any) -> StepRef:
         """Add the graph-level error handler: it gets events whose step has no handler."""
         handler = self._append(self._make_step(target, name, options))
         self.on_error = handler.name
@@ -197,6 +193,7 @@ class Graph:
             on_error=self.on_error,
             engine=self.engine,
             params=dict(self.params),
+            stop_on_none=self.stop_on_none,
         )
 
     def validate(self) -> None:

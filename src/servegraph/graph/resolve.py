@@ -44,7 +44,7 @@ def resolve(reference: str, namespace: Namespace = None) -> Any:
             if module_name != missing and not module_name.startswith(missing + "."):
                 raise ResolveError(_import_failure(reference, module_name, exc)) from exc
             continue
-        except Exception as exc:  # noqa: BLE001 - any import-time error is the user's to read
+        except Exception as exc:
             raise ResolveError(_import_failure(reference, module_name, exc)) from exc
         return _walk(module, ".".join(parts[cut:]), reference)
     if namespace is not None:
@@ -70,7 +70,7 @@ def is_class(obj: Any) -> bool:
 def _import(module_name: str, reference: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time error is the user's to read
+    except Exception as exc:
         raise ResolveError(_import_failure(reference, module_name, exc)) from exc
 
 
@@ -103,4 +103,5 @@ def _lookup(name: str, namespace: Namespace) -> Any:
 
 
 def _import_failure(reference: str, module_name: str, exc: BaseException) -> str:
-    return f"cannot import {reference!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+    why = f"{type(exc).__name__}: {exc}"
+    return f"cannot import {reference!r}: importing {module_name!r} failed: {why}"

@@ -68,6 +68,8 @@ class GraphSpec:
     """A whole graph: its topology, its steps in declaration order and graph-wide options.
 
     A router topology is one router step (``steps[0]``) whose routes are the models.
+    ``stop_on_none``: a step that returns None stops the event (the default); when False, None
+    is passed on as the body (MLRun's behaviour, set by the compatibility loader).
     """
 
     topology: Topology = Topology.FLOW
@@ -75,6 +77,7 @@ class GraphSpec:
     on_error: str | None = None
     engine: EngineKind = EngineKind.AUTO
     params: Mapping[str, Any] = field(default_factory=dict)
+    stop_on_none: bool = True
 
     def step(self, name: str) -> StepSpec:
         """Return the step called ``name`` (routes included)."""

@@ -85,9 +85,7 @@ def constructor_arguments(cls: type, class_args: Mapping[str, Any]) -> tuple[str
     signature = inspect.signature(cls)
     parameters = signature.parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    extras = tuple(
-        name for name in CONSTRUCTOR_EXTRAS if name in parameters or takes_any
-    )
+    extras = tuple(name for name in CONSTRUCTOR_EXTRAS if name in parameters or takes_any)
     arguments = {name: None for name in extras if name not in class_args}
     signature.bind(**arguments, **class_args)
     return extras
@@ -113,7 +111,9 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         try:
             constructor_arguments(target, step.class_args)
         except TypeError as exc:
-            message = f"class {target.__qualname__} rejects class_args {dict(step.class_args)}: {exc}"
+            message = (
+                f"class {target.__qualname__} rejects class_args {dict(step.class_args)}: {exc}"
+            )
             yield Problem(step.name, message)
         except ValueError:
             pass  # builtins without a signature: constructed at compile time, errors reported then
@@ -132,6 +132,18 @@ def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         yield Problem(step.name, message)
     for route in step.routes:
         yield from _check_step(route, namespace)
+    if step.reference is None and step.target is None:
+        return
+    try:
+        selector = resolve_step(step, namespace)
+    except ResolveError as exc:
+        yield Problem(step.name, str(exc))
+        return
+    if not inspect.isclass(selector) or not callable(getattr(selector, "select", None)):
+        message = (
+            f"router class {step.reference!r} must be a class with a select(event, routes) method"
+        )
+        yield Problem(step.name, message)
 
 
 def _check_names(spec: GraphSpec) -> Iterator[Problem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,7 +116,7 @@ class MockServer:
             if callable(close):
                 close()
         if self._loop is not None:
-            self._loop.close()
+            self._finalizer()
             self._loop = None
 
     def __enter__(self) -> MockServer:
@@ -136,6 +137,8 @@ class MockServer:
             raise RuntimeError(message)  # pragma: no cover
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
+            # A mock server dropped without close() still releases its loop.
+            self._finalizer = weakref.finalize(self, self._loop.close)
         return self._loop.run_until_complete(coroutine)
 
     @staticmethod
@@ -149,7 +152,7 @@ class MockServer:
     ) -> Event:
         # Only what differs from an Event's defaults is set: this runs once per test() call.
         if body.__class__ is str or body.__class__ is bytes:
-            body = _decode_body(body, content_type)
+            body = decode_body(body, content_type)
         event = Event(body)
         if path != "/":
             event.path = path
@@ -167,8 +170,12 @@ class MockServer:
         return event
 
 
-def _decode_body(body: str | bytes, content_type: str | None) -> Any:
-    """Decode a JSON text body: required with a JSON content type, tried with none."""
+def decode_body(body: str | bytes, content_type: str | None) -> Any:
+    """Decode a JSON text body: required with a JSON content type, tried with none.
+
+    Raises:
+        ProtocolError: the content type is JSON and the body does not parse.
+    """
     if content_type and "json" not in content_type:
         return body
     try:

@@ -85,9 +85,10 @@ def run_nodes(nodes: tuple[Node, ...], event: Event) -> Event | None:
                     return None
                 event.body = body
             else:
-                event = node.call(event)
-                if event is None:
+                result: Event | None = node.call(event)
+                if result is None:
                     return None
+                event = result
         except Exception as exc:
             raise NodeFailed(node, event, exc) from exc
     return event

@@ -28,6 +28,7 @@ def find_problems(spec: GraphSpec, namespace: Namespace = None) -> Iterator[Prob
     """Yield every problem of ``spec``: topology, names, references and arguments."""
     yield from _check_names(spec)
     names = {step.name for step in spec.steps}
+    duplicated = len(names) < len(spec.steps)
     if not spec.steps:
         yield Problem(None, "the graph has no steps; add one with graph.to(...)")
     if spec.topology is Topology.ROUTER and (
@@ -44,7 +45,7 @@ def find_problems(spec: GraphSpec, namespace: Namespace = None) -> Iterator[Prob
         for parent in step.after:
             if parent not in names:
                 yield Problem(step.name, f"'after' names an unknown step {parent!r}")
-            elif parent == step.name:
+            elif parent == step.name and not duplicated:
                 yield Problem(step.name, "a step cannot run after itself")
         if step.on_error is not None and step.on_error not in names:
             yield Problem(step.name, f"on_error names an unknown step {step.on_error!r}")

@@ -1,0 +1,1 @@
+"""Compatibility layers for graphs and step code written for other engines."""

@@ -93,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="servegraph", description="Validate, plot and test servegraph graphs."
     )
     parser.add_argument("--version", action="version", version=f"servegraph {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log debug messages to stderr"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     # Subcommands accept -v too; SUPPRESS keeps their default from overriding the main one.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(

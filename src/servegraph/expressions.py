@@ -61,13 +61,14 @@ _TEXT_METHODS = ("lower", "upper", "strip", "startswith", "endswith", "split", "
 METHODS: tuple[str, ...] = _MAPPING_METHODS + _TEXT_METHODS
 """The methods an expression may call: the first four on mappings, the rest on str and bytes."""
 
-# Method name -> (receiver type, unbound method) pairs, tried in order; no getattr per event.
-_RECEIVERS: dict[str, tuple[tuple[type, Callable[..., Any]], ...]] = {
-    **{
-        name: ((dict, getattr(dict, name)), (Mapping, getattr(Mapping, name)))
-        for name in _MAPPING_METHODS
-    },
-    **{name: ((str, getattr(str, name)), (bytes, getattr(bytes, name))) for name in _TEXT_METHODS},
+
+def _unbound(name: str, *kinds: type) -> dict[type, Callable[..., Any]]:
+    return {kind: getattr(kind, name) for kind in kinds}
+
+
+# Method name -> {receiver type: unbound method}, tried in order; no getattr per event.
+_RECEIVERS = {name: _unbound(name, dict, Mapping) for name in _MAPPING_METHODS} | {
+    name: _unbound(name, str, bytes) for name in _TEXT_METHODS
 }
 
 _Env = tuple[Any, ...]
@@ -95,9 +96,8 @@ class ExpressionError(GraphError):
         self.column = column
         self.allowed = allowed
         where = f"line {line}, column {column}" if "\n" in text.strip() else f"column {column}"
-        super().__init__(
-            [Problem(None, f"expression {text!r}: {reason} at {where}; allowed: {allowed}")]
-        )
+        message = f"expression {text!r}: {reason} at {where}; allowed: {allowed}"
+        super().__init__([Problem(None, message)])
 
     def __repr__(self) -> str:
         return (
@@ -169,14 +169,11 @@ def compile_expression(text: str, *, names: Sequence[str] = ("event",)) -> Expre
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        line, offset = exc.lineno or 1, max(exc.offset or 1, 1)
-        reason = f"invalid syntax ({exc.msg})"
+        line = exc.lineno or 1
+        column = max(exc.offset or 1, 1) + (shift if line == 1 else 0)
+        reason = f"syntax error: {exc.msg}"
         raise ExpressionError(
-            text,
-            reason,
-            line=line,
-            column=offset + (shift if line == 1 else 0),
-            allowed=compiler.grammar,
+            text, reason, line=line, column=column, allowed=compiler.grammar
         ) from exc
     except (RecursionError, MemoryError) as exc:  # the parser's own limits on nesting
         reason = "nesting too deep to parse"
@@ -237,55 +234,32 @@ def _modulo(left: Any, right: Any) -> Any:
     return left % right
 
 
+# fmt: off
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: _multiply,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: _modulo,
-    ast.Pow: _power,
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _multiply, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: _modulo, ast.Pow: _power,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-    ast.Not: operator.not_,
+    ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_,
 }
 _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
     ast.In: lambda item, container: item in container,
     ast.NotIn: lambda item, container: item not in container,
-    ast.Is: operator.is_,
-    ast.IsNot: operator.is_not,
 }
 _SYMBOLS: dict[type[ast.AST], str] = {
-    ast.BitAnd: "&",
-    ast.BitOr: "|",
-    ast.BitXor: "^",
-    ast.LShift: "<<",
-    ast.RShift: ">>",
-    ast.MatMult: "@",
-    ast.Invert: "~",
+    ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>",
+    ast.MatMult: "@", ast.Invert: "~",
 }
 _CONSTRUCTS: dict[type[ast.AST], str] = {
-    ast.Lambda: "lambda",
-    ast.ListComp: "list comprehension",
-    ast.SetComp: "set comprehension",
-    ast.DictComp: "dict comprehension",
-    ast.GeneratorExp: "generator expression",
-    ast.NamedExpr: "assignment expression ':='",
-    ast.JoinedStr: "f-string",
-    ast.FormattedValue: "f-string",
-    ast.Starred: "starred '*' unpacking",
-    ast.Await: "await",
-    ast.Yield: "yield",
-    ast.YieldFrom: "yield from",
+    ast.Lambda: "lambda", ast.ListComp: "list comprehension", ast.SetComp: "set comprehension",
+    ast.DictComp: "dict comprehension", ast.GeneratorExp: "generator expression",
+    ast.NamedExpr: "assignment expression ':='", ast.JoinedStr: "f-string",
+    ast.FormattedValue: "f-string", ast.Starred: "starred '*' unpacking", ast.Await: "await",
+    ast.Yield: "yield", ast.YieldFrom: "yield from",
 }
+# fmt: on
 _LITERALS = (bool, int, float, complex, str, bytes, type(None))
 
 
@@ -368,10 +342,7 @@ class _Compiler:
             case ast.Call():
                 return self.call(node, depth)
             case ast.Attribute():
-                self.check_method(node)
-                self.fail(
-                    node, f"the method {node.attr!r} can only be called, as in event.get(...)"
-                )
+                self.check_method(node, called=False)  # always raises: methods must be called
         self.fail(node, f"{_CONSTRUCTS.get(type(node), type(node).__name__)} is not allowed")
 
     def name(self, node: ast.Name, name: str) -> _Eval:
@@ -492,21 +463,23 @@ class _Compiler:
 
         return merge
 
-    def check_method(self, node: ast.Attribute) -> None:
+    def check_method(self, node: ast.Attribute, *, called: bool) -> None:
         # Point at the attribute name, which ends the node, not at the receiver that starts it.
         line, offset = node.end_lineno or node.lineno, node.end_col_offset or node.col_offset
         offset -= len(node.attr.encode())
+        methods = f"the methods {', '.join(METHODS)}, called as in event.get('key')"
         if node.attr.startswith("_"):
             reason = f"attribute {node.attr!r} is not allowed (names starting with '_' never are)"
-            self.fail_at(line, offset, reason, f"the methods {', '.join(METHODS)}")
+            self.fail_at(line, offset, reason, methods)
         if node.attr not in _RECEIVERS:
-            reason = f"attribute or method {node.attr!r} is not allowed"
-            self.fail_at(line, offset, reason, f"the methods {', '.join(METHODS)}")
+            self.fail_at(line, offset, f"attribute or method {node.attr!r} is not allowed", methods)
+        if not called:
+            self.fail_at(line, offset, f"the method {node.attr!r} must be called", methods)
 
     def call(self, node: ast.Call, depth: int) -> _Eval:
         function = node.func
         if isinstance(function, ast.Attribute):
-            self.check_method(function)
+            self.check_method(function, called=True)
         elif not isinstance(function, ast.Name):
             self.fail(function, "calling the result of an expression is not allowed", self.calls)
         elif function.id not in BUILTINS:
@@ -522,37 +495,59 @@ class _Compiler:
         return _function_call(BUILTINS[function.id], args, keywords)
 
 
+def _positional(args: list[_Eval]) -> Callable[[_Env], tuple[Any, ...]]:
+    # Unrolled for the usual counts: a comprehension is a function call of its own in 3.11.
+    if not args:
+        return lambda env: ()
+    if len(args) == 1:
+        (first,) = args
+        return lambda env: (first(env),)
+    if len(args) == 2:
+        first, second = args
+        return lambda env: (first(env), second(env))
+    return lambda env: tuple([arg(env) for arg in args])
+
+
 def _function_call(
     function: Callable[..., Any], args: list[_Eval], keywords: list[tuple[str, _Eval]]
 ) -> _Eval:
+    positional = _positional(args)
     if keywords:
         return lambda env: function(
-            *[arg(env) for arg in args], **{key: value(env) for key, value in keywords}
+            *positional(env), **{key: value(env) for key, value in keywords}
         )
     if len(args) == 1:
         (only,) = args
         return lambda env: function(only(env))
-    return lambda env: function(*[arg(env) for arg in args])
+    return lambda env: function(*positional(env))
 
 
 def _method_call(
     name: str, receiver: _Eval, args: list[_Eval], keywords: list[tuple[str, _Eval]]
 ) -> _Eval:
-    candidates = _RECEIVERS[name]
-    wanted = "a mapping" if name in _MAPPING_METHODS else "a str or bytes"
+    exact = _RECEIVERS[name]  # dict, str and bytes themselves skip the isinstance walk
+    positional = _positional(args)
+    if keywords:
+
+        def evaluate_with_keywords(env: _Env) -> Any:
+            target = receiver(env)
+            method = exact.get(type(target)) or _method_of(name, exact, target)
+            return method(target, *positional(env), **{key: value(env) for key, value in keywords})
+
+        return evaluate_with_keywords
 
     def evaluate(env: _Env) -> Any:
         target = receiver(env)
-        for kind, method in candidates:
-            if isinstance(target, kind):
-                if not args and not keywords:
-                    return method(target)
-                return method(
-                    target,
-                    *[arg(env) for arg in args],
-                    **{key: value(env) for key, value in keywords},
-                )
-        message = f"{name}() needs {wanted}, not {type(target).__name__}"
-        raise TypeError(message)
+        method = exact.get(type(target)) or _method_of(name, exact, target)
+        return method(target, *positional(env))
 
     return evaluate
+
+
+def _method_of(name: str, exact: dict[type, Callable[..., Any]], target: Any) -> Callable[..., Any]:
+    for kind, method in exact.items():
+        if isinstance(target, kind):
+            return method
+    wanted = "a mapping" if name in _MAPPING_METHODS else "a str or bytes"
+    message = f"{name}() needs {wanted}, not {type(target).__name__}"
+    raise TypeError(message)

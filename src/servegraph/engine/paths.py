@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
 def get_path(body: Any, keys: tuple[str, ...], step: str) -> Any:
     """Return ``body[k1][k2]...``; raise KeyError naming the step and the missing key."""
+    if not isinstance(body, Mapping):
+        message = (
+            "input_path parameter supports only dict-like event bodies "
+            f"(step {step!r}, input_path {'.'.join(keys)!r}, got {type(body).__name__})"
+        )
+        raise TypeError(message)
     value = body
     for index, key in enumerate(keys):
         try:

@@ -157,7 +157,8 @@ def save_spec(spec: GraphSpec, path: Path) -> None:
 
 def load_spec(path: Path) -> GraphSpec:
     """Read a spec file; the suffix (.json, .yaml, .yml) picks the format."""
-    return loads(path.read_text(encoding="utf-8"), _format_of(path))
+    format = _format_of(path)  # noqa: A001 - checked before the file is read
+    return loads(path.read_text(encoding="utf-8"), format)
 
 
 def _format_of(path: Path) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from ... import errors
 from ...event import Event
 from ...graph.resolve import Namespace
-from ...graph.spec import GraphSpec
+from ...graph.spec import GraphSpec, Topology
 from ...testing import MockServer, decode_body
 from .errors import GraphError, MLRunRuntimeError
 
@@ -46,7 +46,12 @@ class MLRunMockServer(MockServer):
             super().__init__(spec, namespace=namespace, params=params)
         except errors.GraphError as exc:
             raise GraphError(exc.problems) from None
-        self._answers_id = mlrun_engine != "sync" and not self.plan.has_responder
+        # MLRun's async flows with no responder answer with the event id (router graphs answer).
+        self._answers_id = (
+            mlrun_engine != "sync"
+            and spec.topology is Topology.FLOW
+            and not self.plan.has_responder
+        )
 
     def test(  # type: ignore[override]
         self,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import platform
 import statistics
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +185,7 @@ def main() -> None:
     sync_server = w1_graph().mock_server(engine="sync")
     async_server = w1_graph().mock_server(engine="async")
     all_async_server = w1_graph(asynchronous=True).mock_server()
-    check_answers(
-        {"sync": sync_server, "async": async_server, "async-def steps": all_async_server}
-    )
+    check_answers({"sync": sync_server, "async": async_server, "async-def steps": all_async_server})
 
     def sync_call(item: dict[str, Any]) -> Any:
         return sync_server.test(body=item)
@@ -207,12 +206,10 @@ def main() -> None:
             all_async_call,
             max(events // 10, 2000),
         ),
-        measure_awaited(
-            "async engine, async-def steps, await atest()", all_async_server, events
-        ),
+        measure_awaited("async engine, async-def steps, await atest()", all_async_server, events),
     ]
     base = 1 / results[0].events_per_s
-    print(f"W1, {events} events per mode (python {'.'.join(map(str, __import__('sys').version_info[:3]))})")
+    print(f"W1, {events} events per mode (python {platform.python_version()})")
     print(f"{'mode':<52} {'events/s':>10} {'p50 us':>8} {'p99 us':>8} {'x baseline':>10}")
     for result in results:
         ratio = (1 / result.events_per_s) / base

@@ -40,7 +40,6 @@ class Driver:
 
         return send
 
-
     def close(self) -> None:
         for server in self.servers:
             server.close()

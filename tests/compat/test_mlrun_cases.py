@@ -47,7 +47,7 @@ def test_case_answers_like_mlrun(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", [c for c in CASES if "needs" in c], ids=case_id)
 def test_case_needing_a_later_feature_fails_clearly_at_load(case: dict[str, Any]) -> None:
-    with pytest.raises(mlrun.GraphError, match="not available in servegraph.compat.mlrun yet"):
+    with pytest.raises(mlrun.GraphError, match=r"not available in servegraph\.compat\.mlrun yet"):
         mlrun.load(case["graph"], namespace=steps)
 
 

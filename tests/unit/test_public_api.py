@@ -28,7 +28,16 @@ DOCUMENTED = {
     "Topology",
     "__version__",
 }
-OPTIONAL = ("uvicorn", "redis", "nats", "aiokafka", "httpx", "prometheus_client", "opentelemetry", "yaml")
+OPTIONAL = (
+    "uvicorn",
+    "redis",
+    "nats",
+    "aiokafka",
+    "httpx",
+    "prometheus_client",
+    "opentelemetry",
+    "yaml",
+)
 
 
 def test_all_matches_the_documented_list() -> None:
@@ -42,11 +51,15 @@ def test_import_pulls_in_no_optional_dependency() -> None:
         "import sys, servegraph, servegraph.compat.mlrun; "
         f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""
 
 
 def test_import_time_stays_small() -> None:
     code = "import time; t = time.perf_counter(); import servegraph; print(time.perf_counter() - t)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert float(result.stdout) < 0.25

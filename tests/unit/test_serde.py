@@ -19,7 +19,9 @@ def rich_flow() -> Graph:
     start.to(Multiply, name="times", class_args={"factor": 3}, input_path="a", result_path="b.c")
     start.to("tests.unit.sample_steps:EventStep", name="event_step", full_event=True)
     router = graph.add_router("models", after=["times", "event_step"], default_route="m1")
-    router.add_route("m1", double).add_route("m2", "tests.unit.sample_steps:Multiply", class_args={"factor": 2})
+    router.add_route("m1", double).add_route(
+        "m2", "tests.unit.sample_steps:Multiply", class_args={"factor": 2}
+    )
     router.to(inc, name="post").respond()
     graph["times"].error_handler(catch, name="catcher", full_event=True)
     graph.error_handler(catch, name="fallback", full_event=True)
@@ -95,7 +97,9 @@ def test_lambda_cannot_be_serialised() -> None:
         return x
 
     graph.to(nested)
-    error = pytest.raises(GraphError, graph.to_dict).value
+    with pytest.raises(GraphError) as caught:
+        graph.to_dict()
+    error = caught.value
     assert [problem.step for problem in error.problems] == ["anonymous", "nested"]
     assert "define it at module level" in str(error)
 
@@ -106,16 +110,18 @@ def test_unknown_keys_are_listed_with_the_allowed_ones() -> None:
         "steps": {"a": {"handler": "x:y", "colour": "red"}},
         "extra": 1,
     }
-    error = pytest.raises(GraphError, spec_from_dict, data).value
-    messages = {problem.step: problem.message for problem in error.problems}
+    with pytest.raises(GraphError) as caught:
+        spec_from_dict(data)
+    messages = {problem.step: problem.message for problem in caught.value.problems}
     assert messages[None].startswith("unknown key(s) extra; allowed:")
     assert messages["a"].startswith("unknown key(s) colour; allowed:")
 
 
 def test_bad_kind_engine_and_version_are_each_reported() -> None:
     data = {"version": 9, "kind": "mesh", "engine": "turbo", "steps": {"a": {"kind": "magic"}}}
-    error = pytest.raises(GraphError, spec_from_dict, data).value
-    text = str(error)
+    with pytest.raises(GraphError) as caught:
+        spec_from_dict(data)
+    text = str(caught.value)
     assert "unsupported spec version 9" in text
     assert "kind 'mesh' is not one of: flow, router" in text
     assert "engine 'turbo' is not one of: auto, sync, async" in text
@@ -123,16 +129,17 @@ def test_bad_kind_engine_and_version_are_each_reported() -> None:
 
 
 def test_wrongly_shaped_parts_are_reported() -> None:
-    error = pytest.raises(
-        GraphError, spec_from_dict, {"steps": {"a": 1, "b": {"class_args": [1]}}}
-    ).value
-    assert {problem.step for problem in error.problems} == {"a", "b"}
-    error = pytest.raises(GraphError, spec_from_dict, {"steps": [1]}).value
-    assert "'steps' must map step names" in str(error)
+    with pytest.raises(GraphError) as caught:
+        spec_from_dict({"steps": {"a": 1, "b": {"class_args": [1]}}})
+    assert {problem.step for problem in caught.value.problems} == {"a", "b"}
+    with pytest.raises(GraphError, match="'steps' must map step names"):
+        spec_from_dict({"steps": [1]})
 
 
 def test_after_may_be_a_single_name() -> None:
-    spec = spec_from_dict({"steps": {"a": {"handler": "x:y"}, "b": {"handler": "x:y", "after": "a"}}})
+    spec = spec_from_dict(
+        {"steps": {"a": {"handler": "x:y"}, "b": {"handler": "x:y", "after": "a"}}}
+    )
     assert spec.step("b").after == ("a",)
 
 

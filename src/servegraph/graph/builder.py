@@ -106,14 +106,14 @@ class Graph:
             self._steps.append(StepSpec(name="router", kind=StepKind.ROUTER))
 
     @classmethod
-    def router(cls, *, default_route: str | None = None, **options: Any) -> Graph:
+    def router(cls, *, default_route: str | None = None, **options: Any) -> Self:
         """Return a graph whose topology is one router (``add_route`` adds the models)."""
         graph = cls(Topology.ROUTER, **options)
         graph._replace(0, default_route=default_route)
         return graph
 
     @classmethod
-    def from_spec(cls, spec: GraphSpec, *, namespace: Namespace = None) -> Graph:
+    def from_spec(cls, spec: GraphSpec, *, namespace: Namespace = None) -> Self:
         """Return a graph holding ``spec`` (to extend it with the builder)."""
         graph = cls(spec.topology, engine=spec.engine, params=spec.params, namespace=namespace)
         graph.on_error = spec.on_error
@@ -209,7 +209,7 @@ class Graph:
         return spec_to_dict(self.spec)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, namespace: Namespace = None) -> Graph:
+    def from_dict(cls, data: Mapping[str, Any], *, namespace: Namespace = None) -> Self:
         """Return the graph that a ``to_dict`` dict describes."""
         from .serde import spec_from_dict
 
@@ -222,7 +222,7 @@ class Graph:
         save_spec(self.spec, Path(path))
 
     @classmethod
-    def load(cls, path: str | Path, *, namespace: Namespace = None) -> Graph:
+    def load(cls, path: str | Path, *, namespace: Namespace = None) -> Self:
         """Read a graph from a ``.json``, ``.yaml`` or ``.yml`` spec file."""
         from .serde import load_spec
 

@@ -8,7 +8,7 @@ Entry points (the names MLRun users are told to use)::
     server.test("/v2/models/m1/infer", body={"inputs": [[1, 2]]})
 
 and ``from servegraph.compat.mlrun import V2ModelServer`` in model code, in place of
-``from mlrun.serving import V2ModelServer``. Every MLRun-ism (``"$prev"``-free dicts, ``error_step``,
+``from mlrun.serving import V2ModelServer``. Every MLRun-ism (``error_step``, ``before``,
 lambda strings, MLRun's answer and error shapes) lives in this package and nowhere else.
 """
 

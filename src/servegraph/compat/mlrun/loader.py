@@ -83,7 +83,7 @@ class MLRunGraph(Graph):
 
     mlrun_engine: str = "async"
 
-    def mock_server(  # type: ignore[override]
+    def mock_server(
         self,
         *,
         namespace: Namespace = None,
@@ -157,7 +157,7 @@ class _Translator:
             for later in body.get("before") or ():
                 if later in steps:
                     step = steps[later]
-                    steps[later] = _replace(step, after=(*step.after, name))
+                    steps[later] = dataclasses.replace(step, after=(*step.after, name))
                 else:
                     self.problems.append(Problem(name, f"'before' names an unknown step {later!r}"))
         if engine == "sync":
@@ -179,67 +179,66 @@ class _Translator:
             self.problems.append(Problem(name, SOON[kind]))
             return StepSpec(name=name, handler="builtins:repr")
         self._check_keys(data, STEP_KEYS, IGNORED_STEP_KEYS, name)
-        after = tuple(data.get("after") or ())
-        common = {
-            "name": name,
-            "after": after,
-            "responder": bool(data.get("responder")),
-            "on_error": data.get("on_error"),
-        }
+        base = StepSpec(
+            name=name,
+            after=tuple(data.get("after") or ()),
+            responder=bool(data.get("responder")),
+            on_error=data.get("on_error"),
+        )
         if kind == "router":
-            return self._router(name, data, common, handlers)
+            return self._router(base, data, handlers)
         if kind not in ("task", "error_step"):
             self.problems.append(Problem(name, f"unknown step kind {kind!r}"))
         class_name = data.get("class_name") or None
         handler = data.get("handler") or None
         class_args = dict(data.get("class_args") or {})
-        paths = {"input_path": data.get("input_path"), "result_path": data.get("result_path")}
         full_event = bool(data.get("full_event"))
         if name in handlers:
+            # MLRun error steps see the failed event in MLRun's shape (error, origin_state).
             target = self._reference(name, class_name or handler)
             args = {"target": target, "full_event": full_event, "class_args": class_args}
             if class_name and handler:
                 args["method"] = handler
-            return StepSpec(class_name=ERROR_HANDLER_CLASS, class_args=args, **common)
+            return dataclasses.replace(base, class_name=ERROR_HANDLER_CLASS, class_args=args)
+        paths = dataclasses.replace(
+            base, input_path=data.get("input_path"), result_path=data.get("result_path")
+        )
         if class_name is None and isinstance(handler, str) and _is_lambda(handler):
-            args = {"expression": handler}
-            return StepSpec(class_name=LAMBDA_CLASS, class_args=args, **paths, **common)
+            return dataclasses.replace(
+                paths, class_name=LAMBDA_CLASS, class_args={"expression": handler}
+            )
         if class_name is not None and class_name.startswith(("storey.", "mlrun.")):
             message = f"{class_name} is not available in servegraph.compat.mlrun yet"
             self.problems.append(Problem(name, message))
         if class_name is not None:
-            return StepSpec(
+            return dataclasses.replace(
+                paths,
                 class_name=self._reference(name, class_name),
                 handler=handler,
                 class_args=class_args,
                 full_event=full_event,
-                **paths,
-                **common,
             )
-        return StepSpec(
+        return dataclasses.replace(
+            paths,
             handler=self._reference(name, handler),
-            full_event=full_event,
             class_args=class_args,
-            **paths,
-            **common,
+            full_event=full_event,
         )
 
-    def _router(
-        self, name: str, data: Mapping[str, Any], common: dict[str, Any], handlers: set[str]
-    ) -> StepSpec:
+    def _router(self, base: StepSpec, data: Mapping[str, Any], handlers: set[str]) -> StepSpec:
         class_name = data.get("class_name") or ""
         if class_name not in MLRUN_ROUTERS:
             message = f"router class {class_name} is not available in servegraph.compat.mlrun yet"
-            self.problems.append(Problem(name, message))
+            self.problems.append(Problem(base.name, message))
         routes = tuple(
             self.step(route, body, handlers) for route, body in (data.get("routes") or {}).items()
         )
-        return StepSpec(
+        return dataclasses.replace(
+            base,
             kind=StepKind.ROUTER,
             class_name=ROUTER_CLASS,
             class_args=dict(data.get("class_args") or {}),
             routes=routes,
-            **common,
         )
 
     def _as_sync(self, steps: dict[str, StepSpec], handlers: set[str]) -> dict[str, StepSpec]:
@@ -247,20 +246,25 @@ class _Translator:
         children: dict[str, list[str]] = {name: [] for name in steps}
         for step in steps.values():
             if len(step.after) > 1:
-                message = f"synchronous flow engine doesnt support branches use async for step {step.name}"
+                message = (
+                    "synchronous flow engine doesnt support branches use async "
+                    f"for step {step.name}"
+                )
                 self.problems.append(Problem(step.name, message))
             for parent in step.after:
                 children.setdefault(parent, []).append(step.name)
         for parent, kids in children.items():
             if len(kids) > 1 and parent in steps:
-                message = f"synchronous flow engine doesnt support branches use async, step={parent}"
+                message = (
+                    f"synchronous flow engine doesnt support branches use async, step={parent}"
+                )
                 self.problems.append(Problem(parent, message))
         starts = [s for s in steps.values() if not s.after and s.name not in handlers]
         if len(starts) > 1:
             names = ", ".join(s.name for s in starts)
             message = f"sync engine can only have one starting step (found {names})"
             self.problems.append(Problem(None, message))
-        return {name: _replace(step, responder=False) for name, step in steps.items()}
+        return {name: dataclasses.replace(step, responder=False) for name, step in steps.items()}
 
     def _reference(self, step: str, reference: str | None) -> str:
         """Turn a bare name into a full import path through the namespace, when it resolves."""
@@ -291,7 +295,3 @@ class _Translator:
 
 def _is_lambda(handler: str) -> bool:
     return handler.startswith("(") and handler.endswith(")")
-
-
-def _replace(step: StepSpec, **changes: Any) -> StepSpec:
-    return dataclasses.replace(step, **changes)

@@ -92,7 +92,7 @@ class V2ModelServer:
         raise NotImplementedError(message)
 
     def do_event(self, event: Event) -> dict[str, Any]:
-        """Answer an infer request in MLRun's shape: ``id, model_name, [model_version,] outputs``."""
+        """Answer an infer request in MLRun's shape (id, model_name, model_version?, outputs)."""
         request = event.body if isinstance(event.body, dict) else {"inputs": event.body}
         request = self.preprocess(request, "infer")
         response: dict[str, Any] = {"id": event.id, "model_name": self.name}

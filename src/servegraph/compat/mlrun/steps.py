@@ -29,6 +29,7 @@ class MLRunEvent(Event):
     gives it) and ``origin_state`` the name of the step that failed."""
 
     __slots__ = ("origin_state",)
+    origin_state: str
 
     @classmethod
     def of_failure(cls, event: Event) -> MLRunEvent:

@@ -70,15 +70,17 @@ class MLRunMockServer(MockServer):
         """Send one event the way MLRun's ``GraphServer.test`` does.
 
         Returns:
-            The answer body; with ``silent=True`` a failure returns a MockResponse instead of
-            raising, and with ``get_body=False`` every answer is a MockResponse.
+            The answer body; a MockResponse for a failure with ``silent=True`` (instead of
+            raising) and for every answer with ``get_body=False``.
 
         Raises:
             MLRunRuntimeError: ``"failed (<status>): <body>"`` when the event failed (a
                 RuntimeError, as in MLRun).
         """
         response = self._respond(path, body, method, headers, content_type, event_id)
-        if response.status_code >= 300 and not silent:
+        if response.status_code >= 300:
+            if silent:
+                return response
             message = f"failed ({response.status_code}): {response.body}"
             raise MLRunRuntimeError(message, status_code=response.status_code, body=response.body)
         return response.body if get_body else response

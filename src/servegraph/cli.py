@@ -210,7 +210,10 @@ def _run_test(args: argparse.Namespace) -> int:
         raise InputError(message)
     graph = _load_graph(args)
     headers = dict(args.headers)
-    server = graph.mock_server() if args.mlrun else graph.mock_server(engine=args.engine)
+    if args.mlrun:
+        server = graph.mock_server()
+    else:
+        server = graph.mock_server(engine=args.engine, verbose=args.verbose)
     with server:
         try:
             answer = server.test(args.path, args.body, method=args.method, headers=headers)

@@ -46,9 +46,12 @@ class MockServer:
         engine: EngineKind | str | None = None,
         namespace: Namespace = None,
         params: Mapping[str, Any] | None = None,
+        verbose: bool = False,
     ) -> None:
         chosen = EngineKind(engine) if engine is not None else spec.engine
-        self.context = Context(params={**spec.params, **(params or {})}, is_mock=True)
+        self.context = Context(
+            params={**spec.params, **(params or {})}, is_mock=True, verbose=verbose
+        )
         self.plan: Plan = compile_plan(
             spec, namespace=namespace, context=self.context, engine=chosen
         )

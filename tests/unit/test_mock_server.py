@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -124,3 +125,31 @@ def test_params_reach_the_context() -> None:
     graph.to(sample_steps.MLRunStyle).respond()
     assert graph.mock_server(params={"p": "server"}).test(body={})["param"] == "server"
     assert graph.mock_server().test(body={})["param"] == "graph"
+
+
+def test_verbose_logs_every_step_and_route(caplog: pytest.LogCaptureFixture) -> None:
+    graph = Graph()
+    router = graph.to(inc).to(async_inc, name="ainc").to(describe, full_event=True)
+    router = graph.add_router("r", after="describe")
+    router.add_route("only", sample_steps.double, input_path="body", result_path="doubled")
+    router.respond()
+    with caplog.at_level(logging.DEBUG, logger="servegraph.engine"):
+        answer = graph.mock_server(verbose=True).test(body=1, event_id="e")
+    assert answer["doubled"] == 6
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[:2] == ["step inc: 1 -> 2", "step ainc: 2 -> 3"]
+    assert [record.step for record in caplog.records] == [  # type: ignore[attr-defined]
+        "inc",
+        "ainc",
+        "describe",
+        "only",
+        "r",
+    ]
+
+
+def test_quiet_servers_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    graph = Graph()
+    graph.to(inc).respond()
+    with caplog.at_level(logging.DEBUG, logger="servegraph.engine"):
+        assert graph.mock_server().test(body=1) == 2
+    assert caplog.records == []

@@ -17,6 +17,7 @@ from ..graph.spec import EngineKind, GraphSpec, StepKind, StepSpec
 from ..graph.validate import check
 from .adapters import build_callee, build_selector
 from .routing import RouteTable, make_router_call
+from .trace import traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,8 @@ class _Compiler:
                 selector = build_selector(step, self.namespace, self.context)
                 table = RouteTable(step.name, routes, selector)
                 is_async = any(route.is_async for route in routes.values())
-                return _Draft(step, make_router_call(table, is_async), False, is_async)
+                call = self._traced(step.name, make_router_call(table, is_async), False, is_async)
+                return _Draft(step, call, False, is_async)
             callee = build_callee(
                 step, self.namespace, self.context, stop_on_none=self.spec.stop_on_none
             )
@@ -134,7 +136,8 @@ class _Compiler:
             return _Draft(step, _unbuilt, True, False)
         if callee.instance is not None:
             self.instances.append(callee.instance)
-        return _Draft(step, callee.call, callee.takes_body, callee.is_async)
+        call = self._traced(step.name, callee.call, callee.takes_body, callee.is_async)
+        return _Draft(step, call, callee.takes_body, callee.is_async)
 
     def _route(self, route: StepSpec) -> Node:
         callee = build_callee(
@@ -142,7 +145,17 @@ class _Compiler:
         )
         if callee.instance is not None:
             self.instances.append(callee.instance)
-        return Node(route.name, callee.call, callee.takes_body, callee.is_async, False, None)
+        call = self._traced(route.name, callee.call, callee.takes_body, callee.is_async)
+        return Node(route.name, call, callee.takes_body, callee.is_async, False, None)
+
+    def _traced(
+        self, name: str, call: Callable[[Any], Any], takes_body: bool, is_async: bool
+    ) -> Callable[[Any], Any]:
+        # Verbose graphs log every step; the others keep the bare call (decided once, here).
+        if self.context.verbose:
+            wrapped: Callable[[Any], Any] = traced(name, call, takes_body, is_async)
+            return wrapped
+        return call
 
     def _segment(self, name: str, drafts: dict[str, _Draft]) -> Segment:
         built = self.segments.get(name)

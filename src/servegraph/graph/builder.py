@@ -242,8 +242,20 @@ class Graph:
         engine: EngineKind | str | None = None,
         namespace: Namespace = None,
         params: Mapping[str, Any] | None = None,
+        verbose: bool = False,
     ) -> MockServer:
-        """Compile the graph and return an in-process server to send it events."""
+        """Compile the graph and return an in-process server to send it events.
+
+        Args:
+            engine: ``"sync"``, ``"async"`` or ``"auto"`` (default: the graph's engine).
+            namespace: where bare class and function names are looked up.
+            params: graph parameters for ``context.get_param``, over the graph's own.
+            verbose: log what every step gets and returns (logger ``servegraph.engine``,
+                DEBUG level).
+
+        Raises:
+            GraphError: every problem of the graph, each naming its step.
+        """
         from ..testing import MockServer
 
         return MockServer(
@@ -251,6 +263,7 @@ class Graph:
             engine=engine,
             namespace=namespace if namespace is not None else self.namespace,
             params=params,
+            verbose=verbose,
         )
 
     def test(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -59,3 +60,14 @@ def drive_async(request: pytest.FixtureRequest) -> Iterator[Driver]:
     driver = Driver(request.param)
     yield driver
     driver.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI=true no test may skip: a missing service or extra is a failure there."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if os.environ.get("CI") == "true" and skipped:
+        reporter.write_line(
+            f"CI=true: {len(skipped)} test(s) skipped; none may skip in CI", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -65,9 +65,9 @@ def drive_async(request: pytest.FixtureRequest) -> Iterator[Driver]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true no test may skip: a missing service or extra is a failure there."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
-    if os.environ.get("CI") == "true" and skipped:
-        reporter.write_line(
-            f"CI=true: {len(skipped)} test(s) skipped; none may skip in CI", red=True
-        )
+    if reporter is None or os.environ.get("CI") != "true":
+        return
+    skipped = reporter.stats.get("skipped", [])
+    if skipped:
+        reporter.write_line(f"CI=true: {len(skipped)} test(s) skipped; none may skip in CI")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -364,3 +364,30 @@ def test_step_objects_are_built_once_per_server(drive: Driver) -> None:
     graph.to(Counter).respond()
     send = drive(graph)
     assert [send(0), send(0), send(0)] == [1, 2, 3]
+
+
+def test_a_chain_passes_the_body_on_without_copying_it() -> None:
+    def same(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    body: dict[str, Any] = {"a": 1}
+    graph = Graph()
+    graph.to(same, name="one").to(same, name="two").respond()
+    assert graph.mock_server(engine="sync").test(body=body) is body
+    assert graph.mock_server(engine="async").test(body=body) is body
+
+
+def test_the_sync_engine_never_touches_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        message = "the sync engine used asyncio"
+        raise AssertionError(message)
+
+    graph = Graph()
+    start = graph.to(inc, name="start")
+    start.to(double).respond()
+    start.to(boom, name="side").error_handler(catch, full_event=True)
+    server = graph.mock_server()
+    monkeypatch.setattr("asyncio.new_event_loop", forbidden)
+    monkeypatch.setattr("asyncio.get_event_loop", forbidden)
+    monkeypatch.setattr("asyncio.TaskGroup", forbidden)
+    assert server.test(body=1) == {"caught": "side", "cause": "boom on 2", "body": 2}

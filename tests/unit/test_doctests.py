@@ -1,0 +1,26 @@
+"""The examples in public docstrings run (STYLE §37)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "servegraph.event",
+    "servegraph.context",
+    "servegraph.graph.builder",
+    "servegraph.graph.resolve",
+    "servegraph.graph.plot",
+    "servegraph.testing",
+    "servegraph.expressions",
+    "servegraph.compat.mlrun.model",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -78,15 +79,12 @@ class Context:
         self.logger = logging.LoggerAdapter(base, {"step": step} if step else {})
 
     def for_step(self, name: str) -> Context:
-        """Return the view of this context that the step ``name`` gets."""
-        return Context(
-            params=self.params,
-            is_mock=self.is_mock,
-            verbose=self.verbose,
-            tables=self.tables,
-            secrets=self._secrets,
-            step=name,
-        )
+        """Return the view of this context that the step ``name`` gets (its logger is bound to
+        the name; params, secrets, tables and metrics are the graph's own objects)."""
+        view = copy.copy(self)
+        view.step = name
+        view.logger = logging.LoggerAdapter(self.logger.logger, {"step": name})
+        return view
 
     def get_param(self, key: str, default: Any = None) -> Any:
         """Return the graph parameter ``key``, or ``default`` when it is not set."""

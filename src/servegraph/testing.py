@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from .context import Context
+from .engine.lifecycle import await_all, close_steps, shutdown_loop
 from .engine.plan import Plan, compile_plan
 from .engine.runner import AsyncRunner, SyncRunner
 from .errors import ProtocolError
@@ -113,11 +114,18 @@ class MockServer:
         """Return once every event sent so far has finished (``test`` already waits for its)."""
 
     def close(self) -> None:
-        """Release the server: close its event loop and every step object's ``close()``."""
-        for instance in reversed(self.plan.instances):
-            close = getattr(instance, "close", None)
-            if callable(close):
-                close()
+        """Release the server: run every step object's ``aclose()`` or ``close()`` hook (sync or
+        async, last built first), then cancel what is left on the server's loop and close it."""
+        pending = close_steps(self.plan.instances)
+        if pending:
+            self._ensure_loop().run_until_complete(await_all(pending))
+        if self._loop is not None:
+            self._finalizer()
+            self._loop = None
+
+    async def aclose(self) -> None:
+        """Like ``close``, awaited inside a running event loop (the server's own loop unused)."""
+        await await_all(close_steps(self.plan.instances))
         if self._loop is not None:
             self._finalizer()
             self._loop = None
@@ -138,11 +146,14 @@ class MockServer:
             coroutine.close()  # pragma: no cover - a sync plan never suspends
             message = "a synchronous plan suspended"  # pragma: no cover
             raise RuntimeError(message)  # pragma: no cover
+        return self._ensure_loop().run_until_complete(coroutine)
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             # A mock server dropped without close() still releases its loop.
-            self._finalizer = weakref.finalize(self, self._loop.close)
-        return self._loop.run_until_complete(coroutine)
+            self._finalizer = weakref.finalize(self, shutdown_loop, self._loop)
+        return self._loop
 
     @staticmethod
     def _event(

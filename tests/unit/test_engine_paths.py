@@ -195,3 +195,19 @@ def test_sync_route_stopping_the_event(drive: Driver) -> None:
     router.add_route("x", drop)
     router.to(inc).respond()
     assert drive(graph)(1) is None
+
+
+def test_a_body_that_cannot_be_copied_for_branches_names_the_step(drive: Driver) -> None:
+    import threading
+
+    def locked(x: int) -> dict[str, Any]:
+        return {"lock": threading.Lock()}
+
+    graph = Graph()
+    start = graph.to(locked, name="make_lock")
+    start.to(inc, name="a")
+    start.to(inc, name="b")
+    with pytest.raises(StepError) as caught:
+        drive(graph)(1)
+    assert caught.value.step == "make_lock"
+    assert isinstance(caught.value.cause, TypeError)

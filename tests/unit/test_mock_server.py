@@ -153,3 +153,11 @@ def test_quiet_servers_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="servegraph.engine"):
         assert graph.mock_server().test(body=1) == 2
     assert caplog.records == []
+
+
+def test_graph_test_rebuilds_when_params_change_directly() -> None:
+    graph = Graph(params={"p": 1})
+    graph.to(sample_steps.MLRunStyle).respond()
+    assert graph.test({})["param"] == 1
+    graph.params["p"] = 2
+    assert graph.test({})["param"] == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,24 @@ def test_add_route_on_a_flow_explains_add_router() -> None:
 def test_add_route_on_a_task_step() -> None:
     with pytest.raises(GraphError, match="not a router"):
         Graph().to(inc).add_route("m", double)
+
+
+def test_generator_function_and_generator_method_steps() -> None:
+    def numbers(x: int) -> Iterator[int]:
+        yield x
+
+    class Numbers:
+        def do(self, x: int) -> Iterator[int]:
+            yield x
+
+    graph = Graph()
+    graph.to(numbers).to(Numbers)
+    messages = {problem.step: problem.message for problem in problems_of(graph)}
+    assert set(messages) == {"numbers", "Numbers"}
+    assert all("generator steps are not supported" in m for m in messages.values())
+
+
+def test_a_step_cannot_handle_its_own_errors() -> None:
+    graph = Graph()
+    graph.to(inc, name="a", on_error="a")
+    assert problems_of(graph) == [Problem("a", "a step cannot be its own error handler")]

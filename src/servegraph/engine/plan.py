@@ -96,6 +96,7 @@ class _Compiler:
         self.handlers = {step.on_error for step in spec.steps if step.on_error} | (
             {spec.on_error} if spec.on_error else set()
         )
+        self.graph_handler_chain = self._descendants(spec.on_error)
         self.segments: dict[str, Segment] = {}
         self.building: set[str] = set()
 
@@ -184,10 +185,22 @@ class _Compiler:
         self.building.discard(name)
         return segment
 
+    def _descendants(self, name: str | None) -> set[str]:
+        """``name`` and every step after it (the steps of an error handler's chain)."""
+        found: set[str] = set()
+        pending = [name] if name is not None else []
+        while pending:
+            current = pending.pop()
+            if current not in found:
+                found.add(current)
+                pending.extend(self.children.get(current, ()))
+        return found
+
     def _finish(self, draft: _Draft, drafts: dict[str, _Draft]) -> Node:
         step = draft.step
         handler_name = step.on_error
-        if handler_name is None and step.name not in self.handlers:
+        # The graph-level handler covers every step but its own chain (that would loop).
+        if handler_name is None and step.name not in self.graph_handler_chain:
             handler_name = self.spec.on_error
         handler = self._segment(handler_name, drafts) if handler_name else None
         return Node(

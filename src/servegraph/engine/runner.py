@@ -60,7 +60,12 @@ class Outcome:
         if not self.failed:
             self.failed = True
             handled = handler_outcome
-            self.error_result = handled.response if handled.responded else handled.leaf
+            if handled.failed:  # the handler's chain failed too, and its own handler answered
+                self.error_result = handled.error_result
+            elif handled.responded:
+                self.error_result = handled.response
+            else:
+                self.error_result = handled.leaf
 
 
 def step_error(failure: NodeFailed) -> StepError:
@@ -121,10 +126,19 @@ def run_segment(segment: Segment, event: Event, outcome: Outcome) -> None:
         if len(branches) == 1:
             segment = branches[0]
             continue
-        copies = [event, *(event.branch() for _ in branches[1:])]
+        copies = branch_copies(event, len(branches), segment)
         for branch, copy in zip(branches, copies, strict=True):
             run_segment(branch, copy, outcome)
         return
+
+
+def branch_copies(event: Event, count: int, before: Segment | None) -> list[Event]:
+    """The event for each of ``count`` branches: the original first, copies for the others."""
+    try:
+        return [event, *(event.branch() for _ in range(count - 1))]
+    except Exception as exc:
+        step = (before.tail or before.head)[-1].name if before is not None else "(entry)"
+        raise StepError(step, event.id, exc) from exc
 
 
 def recover(failure: NodeFailed, outcome: Outcome) -> None:
@@ -177,7 +191,7 @@ class SyncRunner:
     def _run_graph(self, event: Event) -> Any:
         outcome = Outcome()
         entries = self._entries
-        copies = [event, *(event.branch() for _ in entries[1:])]
+        copies = branch_copies(event, len(entries), None)
         for segment, copy in zip(entries, copies, strict=True):
             run_segment(segment, copy, outcome)
         return outcome.answer(self._has_responder)
@@ -235,13 +249,15 @@ async def run_segment_async(segment: Segment, event: Event, outcome: Outcome) ->
         if len(branches) == 1:
             segment = branches[0]
             continue
-        await fan_out(branches, event, outcome)
+        await fan_out(branches, event, outcome, segment)
         return
 
 
-async def fan_out(branches: tuple[Segment, ...], event: Event, outcome: Outcome) -> None:
+async def fan_out(
+    branches: tuple[Segment, ...], event: Event, outcome: Outcome, before: Segment | None
+) -> None:
     """Run branches, concurrently when any is async, merging their outcomes in order."""
-    copies = [event, *(event.branch() for _ in branches[1:])]
+    copies = branch_copies(event, len(branches), before)
     if not any(branch.is_async for branch in branches):
         for branch, copy in zip(branches, copies, strict=True):
             run_segment(branch, copy, outcome)
@@ -249,12 +265,17 @@ async def fan_out(branches: tuple[Segment, ...], event: Event, outcome: Outcome)
     results = [Outcome() for _ in branches]
     try:
         async with asyncio.TaskGroup() as group:
-            for branch, copy, result in zip(branches, copies, results, strict=True):
+            tasks = [
                 group.create_task(run_segment_async(branch, copy, result))
-    except ExceptionGroup as group_error:
+                for branch, copy, result in zip(branches, copies, results, strict=True)
+            ]
+    except BaseExceptionGroup as group_error:
         # The first failure cancelled its siblings; report it as the step error it is.
         first = group_error.exceptions[0]
         raise first from first.__cause__
+    if any(task.cancelled() for task in tasks):
+        # A step raised CancelledError; a TaskGroup would drop that branch silently.
+        raise asyncio.CancelledError
     for result in results:
         outcome.absorb(result)
 
@@ -298,5 +319,5 @@ class AsyncRunner:
         if len(entries) == 1:
             await run_segment_async(entries[0], event, outcome)
         else:
-            await fan_out(entries, event, outcome)
+            await fan_out(entries, event, outcome, None)
         return outcome.answer(self._has_responder)

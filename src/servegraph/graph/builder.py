@@ -101,7 +101,7 @@ class Graph:
         self.stop_on_none = True
         self.namespace = namespace
         self._steps: list[StepSpec] = []
-        self._mock: MockServer | None = None
+        self._mock: tuple[GraphSpec, Namespace, MockServer] | None = None
         if self.topology is Topology.ROUTER:
             self._steps.append(StepSpec(name="router", kind=StepKind.ROUTER))
 
@@ -275,22 +275,24 @@ class Graph:
     ) -> Any:
         """Send one event through a mock server and return the responder's result.
 
-        The mock server is built on first use and kept until the graph changes.
+        The mock server is built on first use and kept until the graph (its spec or namespace)
+        changes; use ``mock_server()`` for a server of your own.
         """
-        if self._mock is None:
-            self._mock = self.mock_server()
-        return self._mock.test(path, body, method=method, headers=headers)
+        spec = self.spec
+        if self._mock is None or self._mock[:2] != (spec, self.namespace):
+            if self._mock is not None:
+                self._mock[2].close()
+            self._mock = (spec, self.namespace, self.mock_server())
+        return self._mock[2].test(path, body, method=method, headers=headers)
 
     # -- internals ------------------------------------------------------------------------
 
     def _append(self, step: StepSpec) -> StepRef:
         self._steps.append(step)
-        self._mock = None
         return StepRef(self, len(self._steps) - 1)
 
     def _replace(self, index: int, **changes: Any) -> None:
         self._steps[index] = dataclasses.replace(self._steps[index], **changes)
-        self._mock = None
 
     def _make_step(self, target: StepTarget, name: str | None, options: dict[str, Any]) -> StepSpec:
         unknown = set(options) - _STEP_OPTIONS

@@ -54,7 +54,13 @@ def resolve(reference: str, namespace: Namespace = None) -> Any:
 
 
 def reference_of(obj: Any) -> str | None:
-    """Return the ``"module:qualname"`` path of a module-level function or class, else None."""
+    """Return the ``"module:qualname"`` path of a module-level function or class, else None.
+
+    Bound methods and other objects tied to an instance have none: the path would name the
+    unbound function.
+    """
+    if inspect.ismethod(obj):
+        return None
     module = getattr(obj, "__module__", None)
     qualname = getattr(obj, "__qualname__", None)
     if not module or not qualname or "<" in qualname:

@@ -41,19 +41,11 @@ STEP_KEYS = frozenset(
     }
 )
 GRAPH_KEYS = frozenset({"version", "kind", "engine", "on_error", "params", "steps", "stop_on_none"})
-ROUTER_GRAPH_KEYS = frozenset(
-    {
-        "version",
-        "kind",
-        "engine",
-        "params",
-        "routes",
-        "default_route",
-        "class_name",
-        "class_args",
-        "stop_on_none",
-    }
+# A router graph is its router: the router's own keys sit at the top level, beside the graph's.
+ROUTER_GRAPH_KEYS = (
+    (GRAPH_KEYS - {"steps", "on_error"}) | (STEP_KEYS - {"kind", "after"}) | {"name"}
 )
+ROUTER_NAME = "router"
 
 
 def spec_to_dict(spec: GraphSpec) -> dict[str, Any]:
@@ -72,9 +64,12 @@ def spec_to_dict(spec: GraphSpec) -> dict[str, Any]:
     if not spec.stop_on_none:
         data["stop_on_none"] = False
     if spec.topology is Topology.ROUTER:
-        router = _step_to_dict(spec.steps[0], problems)
-        router.pop("kind")
-        data.update(router)
+        router = spec.steps[0]
+        fields = _step_to_dict(router, problems)
+        fields.pop("kind")
+        if router.name != ROUTER_NAME:
+            data["name"] = router.name
+        data.update(fields)
     else:
         if spec.on_error is not None:
             data["on_error"] = spec.on_error
@@ -100,27 +95,26 @@ def spec_from_dict(data: Mapping[str, Any]) -> GraphSpec:
     allowed = ROUTER_GRAPH_KEYS if kind is Topology.ROUTER else GRAPH_KEYS
     _check_keys(data, allowed, None, problems)
     engine = _enum(EngineKind, data.get("engine", "auto"), "engine", None, problems)
-    params = data.get("params") or {}
+    params = _typed(data, "params", Mapping, None, problems) or {}
     if kind is Topology.ROUTER:
-        fields = {
-            key: data[key]
-            for key in ("routes", "default_route", "class_name", "class_args")
-            if key in data
-        }
+        fields = {key: data[key] for key in STEP_KEYS - {"kind", "after"} if key in data}
+        name = _typed(data, "name", str, None, problems) or ROUTER_NAME
         steps: tuple[StepSpec, ...] = (
-            _step_from_dict("router", {"kind": "router", **fields}, problems),
+            _step_from_dict(name, {"kind": "router", **fields}, problems),
         )
     else:
         steps = _steps_from(data.get("steps"), "steps", problems)
+    on_error = _typed(data, "on_error", str, None, problems)
+    stop_on_none = _typed(data, "stop_on_none", bool, None, problems)
     if problems:
         raise GraphError(problems)
     return GraphSpec(
         topology=kind or Topology.FLOW,
         steps=steps,
-        on_error=data.get("on_error"),
+        on_error=on_error,
         engine=engine or EngineKind.AUTO,
         params=dict(params),
-        stop_on_none=bool(data.get("stop_on_none", True)),
+        stop_on_none=True if stop_on_none is None else stop_on_none,
     )
 
 
@@ -237,25 +231,47 @@ def _step_from_dict(name: str, data: Mapping[str, Any], problems: list[Problem])
     after = data.get("after") or ()
     if isinstance(after, str):
         after = (after,)
-    class_args = data.get("class_args") or {}
-    if not isinstance(class_args, Mapping):
-        problems.append(Problem(name, "class_args must be a mapping"))
-        class_args = {}
+    if not isinstance(after, list | tuple) or not all(isinstance(p, str) for p in after):
+        problems.append(Problem(name, "after must be a step name or a list of step names"))
+        after = ()
+
+    def text(key: str) -> str | None:
+        value: str | None = _typed(data, key, str, name, problems)
+        return value
+
+    def flag(key: str) -> bool:
+        return bool(_typed(data, key, bool, name, problems))
+
     return StepSpec(
         name=name,
         kind=kind,
-        class_name=data.get("class_name"),
-        handler=data.get("handler"),
-        class_args=dict(class_args),
-        full_event=bool(data.get("full_event", False)),
-        input_path=data.get("input_path"),
-        result_path=data.get("result_path"),
+        class_name=text("class_name"),
+        handler=text("handler"),
+        class_args=dict(_typed(data, "class_args", Mapping, name, problems) or {}),
+        full_event=flag("full_event"),
+        input_path=text("input_path"),
+        result_path=text("result_path"),
         after=tuple(after),
-        responder=bool(data.get("responder", False)),
-        on_error=data.get("on_error"),
+        responder=flag("responder"),
+        on_error=text("on_error"),
         routes=_steps_from(data.get("routes"), "routes", problems),
-        default_route=data.get("default_route"),
+        default_route=text("default_route"),
     )
+
+
+def _typed(
+    data: Mapping[str, Any], key: str, kind: type, step: str | None, problems: list[Problem]
+) -> Any:
+    """``data[key]`` when absent, None or of type ``kind``; else a problem and None."""
+    value = data.get(key)
+    if value is None or isinstance(value, kind):
+        return value
+    message = f"{key} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}"
+    problems.append(Problem(step, message))
+    return None
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", Mapping: "a mapping"}
 
 
 def _check_keys(

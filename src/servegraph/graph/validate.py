@@ -17,6 +17,13 @@ CONSTRUCTOR_EXTRAS = ("context", "name")
 """Keywords given to a step class's constructor when it accepts them (MLRun's signature)."""
 
 
+GENERATOR_PROBLEM = "generator steps are not supported: return a value (a list for several results)"
+
+
+def _is_generator(function: Any) -> bool:
+    return inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+
+
 def check(spec: GraphSpec, namespace: Namespace = None) -> None:
     """Raise GraphError listing every problem of ``spec``; return quietly when there is none."""
     problems = list(find_problems(spec, namespace))
@@ -49,6 +56,8 @@ def find_problems(spec: GraphSpec, namespace: Namespace = None) -> Iterator[Prob
                 yield Problem(step.name, "a step cannot run after itself")
         if step.on_error is not None and step.on_error not in names:
             yield Problem(step.name, f"on_error names an unknown step {step.on_error!r}")
+        elif step.on_error == step.name:
+            yield Problem(step.name, "a step cannot be its own error handler")
         yield from _check_step(step, namespace)
     yield from _check_cycles(spec)
 
@@ -106,9 +115,12 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         return
     if inspect.isclass(target):
         try:
-            method_name(step, target)
+            method = getattr(target, method_name(step, target))
         except ResolveError as exc:
             yield Problem(step.name, str(exc))
+        else:
+            if _is_generator(method):
+                yield Problem(step.name, GENERATOR_PROBLEM)
         try:
             constructor_arguments(target, step.class_args)
         except TypeError as exc:
@@ -122,6 +134,11 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         yield Problem(step.name, f"{step.reference!r} is not callable")
     elif step.class_args:
         yield Problem(step.name, "class_args are given but the step is a function, not a class")
+    elif step.class_name is not None and step.handler is not None:
+        message = f"{step.class_name!r} is a function: 'handler' names a method of a class step"
+        yield Problem(step.name, message)
+    elif _is_generator(target):
+        yield Problem(step.name, GENERATOR_PROBLEM)
 
 
 def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
@@ -132,6 +149,21 @@ def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         message = f"default_route {step.default_route!r} is not one of its routes {route_names}"
         yield Problem(step.name, message)
     for route in step.routes:
+        misplaced = [
+            option
+            for option, value in (
+                ("after", route.after),
+                ("responder", route.responder),
+                ("on_error", route.on_error),
+            )
+            if value
+        ]
+        if misplaced:
+            message = (
+                f"a route cannot set {', '.join(misplaced)}; "
+                f"set it on the router {step.name!r} instead"
+            )
+            yield Problem(route.name, message)
         yield from _check_step(route, namespace)
     if step.reference is None and step.target is None:
         return

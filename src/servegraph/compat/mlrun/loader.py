@@ -72,6 +72,7 @@ MLRUN_ROUTERS = frozenset(
 ROUTER_CLASS = "servegraph.compat.mlrun.steps:ModelRouter"
 LAMBDA_CLASS = "servegraph.compat.mlrun.steps:Lambda"
 ERROR_HANDLER_CLASS = "servegraph.compat.mlrun.steps:ErrorHandler"
+MLRUN_STEP_CLASS = "servegraph.compat.mlrun.steps:MLRunStep"
 SOON = {
     "queue": "queue steps ('>>') arrive with the stream runtime",
     "flow": "nested flow steps are not supported; flatten the flow",
@@ -210,6 +211,20 @@ class _Translator:
         if class_name is not None and class_name.startswith(("storey.", "mlrun.")):
             message = f"{class_name} is not available in servegraph.compat.mlrun yet"
             self.problems.append(Problem(name, message))
+        input_path = None if full_event else data.get("input_path")
+        if input_path or any(key.startswith("_") for key in class_args):
+            # MLRun rules servegraph does not share: functions in class_args, lenient paths.
+            args = {
+                "target": self._reference(name, class_name or handler),
+                "class_args": class_args,
+                "full_event": full_event,
+                "input_path": input_path,
+            }
+            if class_name and handler:
+                args["method"] = handler
+            return dataclasses.replace(
+                paths, class_name=MLRUN_STEP_CLASS, class_args=args, input_path=None
+            )
         if class_name is not None:
             return dataclasses.replace(
                 paths,

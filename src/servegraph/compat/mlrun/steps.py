@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...event import Event
@@ -43,6 +43,90 @@ class MLRunEvent(Event):
         return view
 
 
+def mlrun_callable(value: Any) -> Any:
+    """A function named the MLRun way: ``"(expression)"`` or an import path."""
+    if isinstance(value, str) and value.startswith("(") and value.endswith(")"):
+        return Lambda(value).do
+    return resolve(value) if isinstance(value, str) else value
+
+
+def build_callable(
+    target: str,
+    *,
+    context: Any,
+    name: str | None,
+    class_args: dict[str, Any] | None,
+    method: str | None,
+    full_event: bool,
+) -> tuple[Any, bool]:
+    """Build an MLRun step's object the way MLRun does; return its call and whether the call
+    takes the whole event.
+
+    ``class_args`` keys starting with ``_`` name functions, passed without the ``_``; the
+    constructor gets ``context`` and ``name`` when it takes them; ``post_init(mode)`` runs.
+    """
+    obj = resolve(target)
+    if not isinstance(obj, type):
+        return obj, full_event
+    arguments = {
+        key[1:] if key.startswith("_") else key: mlrun_callable(value)
+        if key.startswith("_")
+        else value
+        for key, value in (class_args or {}).items()
+    }
+    extras = constructor_arguments(obj, arguments)
+    if "context" in extras:
+        arguments.setdefault("context", context)
+    if "name" in extras:
+        arguments.setdefault("name", name)
+    instance = obj(**arguments)
+    post_init = getattr(instance, "post_init", None)
+    if callable(post_init):
+        post_init(mode="sync")
+    chosen = method or ("do_event" if hasattr(instance, "do_event") else "do")
+    return getattr(instance, chosen), full_event or chosen == "do_event"
+
+
+class MLRunStep:
+    """An MLRun step that needs MLRun's rules to be built or called: functions in class_args
+    (``"_fn"``), or an ``input_path`` whose missing keys give None (MLRun's ``get_in``)."""
+
+    def __init__(
+        self,
+        context: Any = None,
+        name: str | None = None,
+        *,
+        target: str,
+        method: str | None = None,
+        class_args: dict[str, Any] | None = None,
+        full_event: bool = False,
+        input_path: str | None = None,
+    ) -> None:
+        self.call, self.full_event = build_callable(
+            target,
+            context=context,
+            name=name,
+            class_args=class_args,
+            method=method,
+            full_event=full_event,
+        )
+        self.input_keys = tuple(input_path.split(".")) if input_path else ()
+
+    def do_event(self, event: Event) -> Any:
+        """Call the step with the event, or with the body (at ``input_path``)."""
+        if self.full_event:
+            return self.call(event)
+        if not self.input_keys:
+            return self.call(event.body)
+        value = event.body
+        if not isinstance(value, Mapping):
+            message = "input_path parameter supports only dict-like event bodies"
+            raise TypeError(message)
+        for key in self.input_keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        return self.call(value)
+
+
 class ErrorHandler:
     """Runs an MLRun error step (a function or a class) on the MLRun view of the failed event."""
 
@@ -56,21 +140,14 @@ class ErrorHandler:
         class_args: dict[str, Any] | None = None,
         full_event: bool = False,
     ) -> None:
-        obj = resolve(target)
-        if isinstance(obj, type):
-            arguments = dict(class_args or {})
-            extras = constructor_arguments(obj, arguments)
-            if "context" in extras:
-                arguments.setdefault("context", context)
-            if "name" in extras:
-                arguments.setdefault("name", name)
-            instance = obj(**arguments)
-            chosen = method or ("do_event" if hasattr(instance, "do_event") else "do")
-            full_event = full_event or chosen == "do_event"
-            self.call = getattr(instance, chosen)
-        else:
-            self.call = obj
-        self.full_event = full_event
+        self.call, self.full_event = build_callable(
+            target,
+            context=context,
+            name=name,
+            class_args=class_args,
+            method=method,
+            full_event=full_event,
+        )
 
     def do_event(self, event: Event) -> Any:
         """Call the handler with the MLRun view of ``event`` (or its body)."""

@@ -1,0 +1,58 @@
+"""Closing step objects: ``aclose()`` or ``close()`` hooks, sync or async, in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any
+
+logger = logging.getLogger("servegraph.engine")
+
+
+def close_steps(instances: Iterable[object]) -> list[Awaitable[Any]]:
+    """Call every step object's close hook, last built first; return the ones to await.
+
+    A hook that raises is logged with its traceback and the others still run: closing is a
+    process boundary.
+    """
+    pending: list[Awaitable[Any]] = []
+    for instance in reversed(list(instances)):
+        hook = getattr(instance, "aclose", None) or getattr(instance, "close", None)
+        if not callable(hook):
+            continue
+        try:
+            result = hook()
+        except Exception:
+            logger.exception("closing step object %r failed", instance)
+            continue
+        if inspect.isawaitable(result):
+            pending.append(_logged(instance, result))
+    return pending
+
+
+async def await_all(pending: Iterable[Awaitable[Any]]) -> None:
+    """Await close hooks one after the other (they are already logged on failure)."""
+    for closing in pending:
+        await closing
+
+
+async def _logged(instance: object, closing: Awaitable[Any]) -> None:
+    try:
+        await closing
+    except Exception:
+        logger.exception("closing step object %r failed", instance)
+
+
+def shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop``, finish async generators and close it (as asyncio.run)."""
+    if loop.is_closed():
+        return
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()

@@ -211,3 +211,21 @@ def test_a_body_that_cannot_be_copied_for_branches_names_the_step(drive: Driver)
         drive(graph)(1)
     assert caught.value.step == "make_lock"
     assert isinstance(caught.value.cause, TypeError)
+
+
+def test_steps_after_the_responder_cannot_change_the_answer(drive: Driver) -> None:
+    def tamper(body: dict[str, Any]) -> dict[str, Any]:
+        body["tampered"] = True
+        return body
+
+    def fresh(body: dict[str, Any]) -> dict[str, Any]:
+        return dict(body)
+
+    chain = Graph()
+    chain.to(fresh).respond().to(tamper)
+    branched = Graph()
+    branched.to(fresh).respond()
+    branched.add_step(tamper, after="fresh")
+    branched.add_step(tamper, name="tamper_too", after="fresh")
+    for graph in (chain, branched):
+        assert drive(graph)({"a": 1}) == {"a": 1}

@@ -11,6 +11,7 @@ import pytest
 
 from servegraph import Graph, GraphError
 from servegraph.errors import Problem
+from tests.unit import sample_steps
 from tests.unit.sample_steps import Broken, Multiply, NoDo, double, inc
 
 
@@ -279,3 +280,12 @@ def test_a_step_cannot_handle_its_own_errors() -> None:
     graph = Graph()
     graph.to(inc, name="a", on_error="a")
     assert problems_of(graph) == [Problem("a", "a step cannot be its own error handler")]
+
+
+def test_input_path_on_a_full_event_step() -> None:
+    graph = Graph()
+    graph.to(sample_steps.EventStep, name="ev", input_path="a")
+    graph.to(sample_steps.catch, name="fn", full_event=True, input_path="a")
+    problems = problems_of(graph)
+    assert {problem.step for problem in problems} == {"ev", "fn"}
+    assert all("no effect on a full-event step" in problem.message for problem in problems)

@@ -10,6 +10,7 @@ What an event answers, in order of precedence:
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -108,7 +109,7 @@ def run_segment(segment: Segment, event: Event, outcome: Outcome) -> None:
                 return
             if segment.responds and not outcome.responded:
                 outcome.responded = True
-                outcome.response = reached.body
+                outcome.response = snapshot(reached, segment)
             if segment.tail:
                 reached = run_nodes(segment.tail, reached)
                 if reached is None:
@@ -127,9 +128,20 @@ def run_segment(segment: Segment, event: Event, outcome: Outcome) -> None:
             segment = branches[0]
             continue
         copies = branch_copies(event, len(branches), segment)
-        for branch, copy in zip(branches, copies, strict=True):
-            run_segment(branch, copy, outcome)
+        for branch, twin in zip(branches, copies, strict=True):
+            run_segment(branch, twin, outcome)
         return
+
+
+def snapshot(event: Event, segment: Segment) -> Any:
+    """The responder's answer: a copy when steps run after the responder, so that they cannot
+    change what the caller gets; the body itself otherwise."""
+    if not (segment.tail or segment.branches):
+        return event.body
+    try:
+        return copy.deepcopy(event.body)
+    except Exception as exc:
+        raise StepError(segment.head[-1].name, event.id, exc) from exc
 
 
 def branch_copies(event: Event, count: int, before: Segment | None) -> list[Event]:
@@ -178,7 +190,7 @@ class SyncRunner:
             reached = run_nodes(chain.head, event)
             if reached is None:
                 return None
-            answer = reached.body
+            answer = snapshot(reached, chain) if chain.tail else reached.body
             if chain.tail:
                 run_nodes(chain.tail, reached)
         except NodeFailed as failure:
@@ -192,8 +204,8 @@ class SyncRunner:
         outcome = Outcome()
         entries = self._entries
         copies = branch_copies(event, len(entries), None)
-        for segment, copy in zip(entries, copies, strict=True):
-            run_segment(segment, copy, outcome)
+        for segment, twin in zip(entries, copies, strict=True):
+            run_segment(segment, twin, outcome)
         return outcome.answer(self._has_responder)
 
 
@@ -231,7 +243,7 @@ async def run_segment_async(segment: Segment, event: Event, outcome: Outcome) ->
                 return
             if segment.responds and not outcome.responded:
                 outcome.responded = True
-                outcome.response = reached.body
+                outcome.response = snapshot(reached, segment)
             if segment.tail:
                 reached = await run_nodes_async(segment.tail, reached)
                 if reached is None:
@@ -259,15 +271,15 @@ async def fan_out(
     """Run branches, concurrently when any is async, merging their outcomes in order."""
     copies = branch_copies(event, len(branches), before)
     if not any(branch.is_async for branch in branches):
-        for branch, copy in zip(branches, copies, strict=True):
-            run_segment(branch, copy, outcome)
+        for branch, twin in zip(branches, copies, strict=True):
+            run_segment(branch, twin, outcome)
         return
     results = [Outcome() for _ in branches]
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [
-                group.create_task(run_segment_async(branch, copy, result))
-                for branch, copy, result in zip(branches, copies, results, strict=True)
+                group.create_task(run_segment_async(branch, twin, result))
+                for branch, twin, result in zip(branches, copies, results, strict=True)
             ]
     except BaseExceptionGroup as group_error:
         # The first failure cancelled its siblings; report it as the step error it is.

@@ -113,13 +113,15 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
     except ResolveError as exc:
         yield Problem(step.name, str(exc))
         return
+    full_event = step.full_event
     if inspect.isclass(target):
         try:
-            method = getattr(target, method_name(step, target))
+            name = method_name(step, target)
         except ResolveError as exc:
             yield Problem(step.name, str(exc))
         else:
-            if _is_generator(method):
+            full_event = full_event or name == "do_event"
+            if _is_generator(getattr(target, name)):
                 yield Problem(step.name, GENERATOR_PROBLEM)
         try:
             constructor_arguments(target, step.class_args)
@@ -139,6 +141,9 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         yield Problem(step.name, message)
     elif _is_generator(target):
         yield Problem(step.name, GENERATOR_PROBLEM)
+    if full_event and step.input_path is not None:
+        message = "input_path has no effect on a full-event step (it gets the whole event)"
+        yield Problem(step.name, message)
 
 
 def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:

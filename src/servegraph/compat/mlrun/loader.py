@@ -201,8 +201,10 @@ class _Translator:
             if class_name and handler:
                 args["method"] = handler
             return dataclasses.replace(base, class_name=ERROR_HANDLER_CLASS, class_args=args)
-        paths = dataclasses.replace(
-            base, input_path=data.get("input_path"), result_path=data.get("result_path")
+        paths = dataclasses.replace(  # MLRun ignores input_path on full-event steps
+            base,
+            input_path=None if full_event else data.get("input_path"),
+            result_path=data.get("result_path"),
         )
         if class_name is None and isinstance(handler, str) and _is_lambda(handler):
             return dataclasses.replace(

@@ -222,3 +222,10 @@ def test_step_errors_are_still_servegraph_step_errors_natively() -> None:
 
     with pytest.raises(StepError, match="step 'r' failed"):
         Graph.from_spec(native).mock_server().test(body=1)
+
+
+def test_versioned_route_name_gives_model_name_and_version() -> None:
+    graph = {"kind": "router", "routes": {"m:v2": {"class_name": "Doubler"}}}
+    server = mlrun.load(graph, namespace={"Doubler": Doubler}).mock_server()
+    answer = server.test("/v2/models/m/versions/v2/infer", body={"inputs": [1]}, event_id="e")
+    assert answer == {"id": "e", "model_name": "m", "model_version": "v2", "outputs": [2.0]}

@@ -44,6 +44,8 @@ class V2ModelServer:
         self.input_path = input_path
         self.result_path = result_path
         self.version = kwargs.pop("version", None)
+        if ":" in self.name and self.version is None:  # MLRun's "model:version" route names
+            self.name, self.version = self.name.split(":", 1)
         self._params = kwargs
         self.ready = model is not None
 

@@ -70,6 +70,23 @@ class ProtocolError(ServegraphError, ValueError):
     """A request payload that cannot be understood."""
 
 
+class NotReadyError(ServegraphError):
+    """A model or step cannot serve yet (still loading, or its loading failed: ``reason``)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name!r} is not ready: {reason}")
+
+
+class OverloadedError(ServegraphError):
+    """Too much work is queued; the caller may retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class BackendError(ServegraphError):
     """Broker or state I/O failed; ``retryable`` says whether trying again may help."""
 

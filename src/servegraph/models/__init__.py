@@ -1,0 +1,1 @@
+"""Model serving: the ModelServer base class, model routers and ensembles, adaptive batching."""

@@ -1,0 +1,1 @@
+"""Wire protocols: Open Inference Protocol v2 request and response codecs."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 ENGINE_LOGGER = "servegraph.engine"
@@ -45,6 +45,15 @@ class NullMetrics:
         return self._metric
 
 
+class Hooks:
+    """Monitoring hooks shared by every step of a graph (None: off, nothing is built for it)."""
+
+    __slots__ = ("record_prediction",)
+
+    def __init__(self) -> None:
+        self.record_prediction: Callable[[Any], None] | None = None
+
+
 class Context:
     """Shared services for the steps of one graph.
 
@@ -73,6 +82,7 @@ class Context:
         self.verbose = verbose
         self.tables: dict[str, Any] = tables if tables is not None else {}
         self.metrics = NullMetrics()
+        self.hooks = Hooks()
         self.step = step
         self._secrets = secrets
         base = logging.getLogger(ENGINE_LOGGER)

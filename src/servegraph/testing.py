@@ -13,10 +13,11 @@ from .context import Context
 from .engine.lifecycle import await_all, close_steps, shutdown_loop
 from .engine.plan import Plan, compile_plan
 from .engine.runner import AsyncRunner, SyncRunner
-from .errors import ProtocolError
+from .errors import ProtocolError, ServegraphError
 from .event import Event
 from .graph.resolve import Namespace
 from .graph.spec import EngineKind, GraphSpec
+from .server.responses import Response, error_response, server_response
 
 _decode_json = msgspec.json.decode
 
@@ -109,6 +110,57 @@ class MockServer:
             assert self._sync is not None
             return self._sync.run(event)
         return self._drive(self._async.run(event))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Response:
+        """Send one request and return the answer with its HTTP status, as the HTTP server
+        would: errors become ``{"error": ..., "step": ...}`` answers (400 bad input, 404
+        unknown model, 501, 503 not ready or overloaded, 504, 500), and the server routes
+        (``/v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models``) are answered.
+
+        Example:
+            >>> from servegraph import Graph
+            >>> graph = Graph()
+            >>> _ = graph.to(lambda x: 1 / x, name="invert").respond()
+            >>> server = graph.mock_server()
+            >>> server.request("POST", "/", 4).body
+            0.25
+            >>> failed = server.request("POST", "/", 0)
+            >>> failed.status, failed.body["step"], failed.body["error"]
+            (500, 'invert', 'ZeroDivisionError: division by zero')
+        """
+        answered = server_response(path, self.plan.instances)
+        if answered is not None:
+            return answered
+        try:
+            event = self._event(path, body, method, headers, content_type, None)
+            return Response(200, self.run_event(event))
+        except ServegraphError as exc:
+            return error_response(exc)
+
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Response:
+        """Like ``request``, awaited inside a running event loop."""
+        answered = server_response(path, self.plan.instances)
+        if answered is not None:
+            return answered
+        try:
+            event = self._event(path, body, method, headers, content_type, None)
+            return Response(200, await self._async.run(event))
+        except ServegraphError as exc:
+            return error_response(exc)
 
     def wait_for_completion(self) -> None:
         """Return once every event sent so far has finished (``test`` already waits for its)."""

@@ -106,10 +106,25 @@ class Graph:
             self._steps.append(StepSpec(name="router", kind=StepKind.ROUTER))
 
     @classmethod
-    def router(cls, *, default_route: str | None = None, **options: Any) -> Self:
-        """Return a graph whose topology is one router (``add_route`` adds the models)."""
+    def router(
+        cls,
+        *,
+        default_route: str | None = None,
+        router: type | str | None = None,
+        router_args: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Self:
+        """Return a graph whose topology is one router (``add_route`` adds the models).
+
+        Args:
+            default_route: the route of events that name none.
+            router: a router class (``select(event, routes)``; with ``combine`` an ensemble
+                such as VotingEnsemble), or its import path; default: route by name.
+            router_args: the router class's constructor arguments.
+            **options: ``engine``, ``params``, ``namespace``.
+        """
         graph = cls(Topology.ROUTER, **options)
-        graph._replace(0, default_route=default_route)
+        graph._replace(0, default_route=default_route, **_router_fields(router, router_args))
         return graph
 
     @classmethod
@@ -150,8 +165,13 @@ class Graph:
         after: str | Iterable[str] | None = None,
         default_route: str | None = None,
         responder: bool = False,
+        router: type | str | None = None,
+        router_args: Mapping[str, Any] | None = None,
     ) -> StepRef:
-        """Add a router step inside the flow; give it routes with ``add_route``."""
+        """Add a router step inside the flow; give it routes with ``add_route``.
+
+        ``router`` and ``router_args`` choose the router class, as in ``Graph.router``.
+        """
         parents = (after,) if isinstance(after, str) else tuple(after or ())
         step = StepSpec(
             name=name,
@@ -159,6 +179,7 @@ class Graph:
             after=parents,
             default_route=default_route,
             responder=responder,
+            **_router_fields(router, router_args),
         )
         return self._append(step)
 
@@ -333,6 +354,21 @@ class Graph:
 _STEP_OPTIONS = frozenset(
     {"handler", "class_args", "full_event", "input_path", "result_path", "responder", "on_error"}
 )
+
+
+def _router_fields(router: type | str | None, router_args: Mapping[str, Any] | None) -> Any:
+    if router is None:
+        if router_args:
+            message = "router_args need a router class"
+            raise TypeError(message)
+        return {}
+    if isinstance(router, str):
+        return {"class_name": router, "class_args": dict(router_args or {})}
+    return {
+        "class_name": reference_of(router),
+        "class_args": dict(router_args or {}),
+        "target": router,
+    }
 
 
 def _last_part(reference: str) -> str:

@@ -182,6 +182,12 @@ def _check_router(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
             f"router class {step.reference!r} must be a class with a select(event, routes) method"
         )
         yield Problem(step.name, message)
+        return
+    try:
+        constructor_arguments(selector, step.class_args)
+    except TypeError as exc:
+        message = f"router class {selector.__qualname__} rejects {dict(step.class_args)}: {exc}"
+        yield Problem(step.name, message)
 
 
 def _check_names(spec: GraphSpec) -> Iterator[Problem]:

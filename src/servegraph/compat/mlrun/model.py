@@ -1,28 +1,32 @@
-"""``V2ModelServer``: the base class MLRun model code imports, mapped onto servegraph.
+"""``V2ModelServer``: the base class MLRun model code imports, on servegraph's ModelServer.
 
-This is the MLRun-shaped surface (constructor keywords, ``load`` / ``predict`` / ``preprocess``
-/ ``postprocess``, ``get_param``, ``get_model``, readiness); the model-serving engine behind it
-(Open Inference Protocol v2, batching, explain) arrives with servegraph's ModelServer.
+MLRun model classes subclass it unchanged: the constructor takes MLRun's keywords (``context,
+name, model_path, model, protocol, input_path, result_path, **kwargs``), ``load`` / ``predict``
+/ ``preprocess`` / ``postprocess`` / ``validate`` / ``explain`` keep their names, and
+``get_model(suffix)`` returns ``(local_path, extra_dataitems)`` as MLRun's does. A route named
+``model:version`` serves model ``model``, version ``version``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from ...event import Event
+from ...models.loading import find_model_file
+from ...models.server import ModelServer
 
 
-class V2ModelServer:
-    """Base class of MLRun model classes: override ``load`` and ``predict``.
+class V2ModelServer(ModelServer):
+    """Base class of MLRun model classes, mapped onto servegraph's ModelServer.
 
     Example:
+        >>> from servegraph import Event
         >>> class Doubler(V2ModelServer):
         ...     def predict(self, request):
         ...         return [x * 2 for x in request["inputs"]]
-        >>> model = Doubler(name="doubler")
+        >>> model = Doubler(name="doubler:v1")
+        >>> model.post_init()
         >>> model.do_event(Event({"inputs": [1, 2]}, id="e1"))
-        {'id': 'e1', 'model_name': 'doubler', 'outputs': [2, 4]}
+        {'id': 'e1', 'model_name': 'doubler', 'model_version': 'v1', 'outputs': [2, 4]}
     """
 
     def __init__(
@@ -36,69 +40,20 @@ class V2ModelServer:
         result_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        self.context = context
-        self.name = name or type(self).__name__
-        self.model_path = model_path
-        self.model = model
+        version = kwargs.pop("version", None)
+        if name is not None and ":" in name and version is None:
+            name, version = name.split(":", 1)
+        super().__init__(
+            context, name, model_path=model_path, model=model, version=version, **kwargs
+        )
         self.protocol = protocol or "v2"
         self.input_path = input_path
         self.result_path = result_path
-        self.version = kwargs.pop("version", None)
-        if ":" in self.name and self.version is None:  # MLRun's "model:version" route names
-            self.name, self.version = self.name.split(":", 1)
-        self._params = kwargs
-        self.ready = model is not None
-
-    def post_init(self, mode: str = "sync") -> None:
-        """Load the model once the graph is built (MLRun calls this after construction)."""
-        if not self.ready:
-            self.load()
-            self.ready = True
-
-    def get_param(self, key: str, default: Any = None) -> Any:
-        """A class argument, else a graph parameter, else ``default``."""
-        if key in self._params:
-            return self._params[key]
-        if self.context is not None:
-            return self.context.get_param(key, default)
-        return default
 
     def get_model(self, suffix: str = "") -> tuple[str, None]:
-        """Return the local model file (the one file of a model directory, or by ``suffix``)."""
+        """The local model file (the one file of a model directory, or the one ending in
+        ``suffix``) and MLRun's extra data items (none here)."""
         if self.model_path is None:
             message = f"model {self.name!r} has no model_path"
             raise ValueError(message)
-        path = Path(self.model_path.removeprefix("file://"))
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(suffix))
-            if len(files) != 1:
-                message = f"model dir {path} holds {len(files)} files ending in {suffix!r}"
-                raise ValueError(message)
-            path = files[0]
-        return str(path), None
-
-    def load(self) -> None:
-        """Load the model (override); the default does nothing."""
-
-    def preprocess(self, request: dict[str, Any], operation: str) -> dict[str, Any]:
-        """Change the request before ``predict`` (override); the default returns it."""
-        return request
-
-    def postprocess(self, response: dict[str, Any]) -> dict[str, Any]:
-        """Change the response after ``predict`` (override); the default returns it."""
-        return response
-
-    def predict(self, request: dict[str, Any]) -> Any:
-        """Return the outputs for ``request["inputs"]`` (override)."""
-        message = f"{type(self).__name__}.predict() is not implemented"
-        raise NotImplementedError(message)
-
-    def do_event(self, event: Event) -> dict[str, Any]:
-        """Answer an infer request in MLRun's shape (id, model_name, model_version?, outputs)."""
-        request = event.body if isinstance(event.body, dict) else {"inputs": event.body}
-        request = self.preprocess(request, "infer")
-        response: dict[str, Any] = {"id": event.id, "model_name": self.name}
-        if self.version:
-            response["model_version"] = self.version
-        response["outputs"] = self.predict(request)
-        return self.postprocess(response)
+        return str(find_model_file(self.model_path, suffix)), None

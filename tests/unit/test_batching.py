@@ -467,8 +467,12 @@ def test_aclose_fails_queued_requests_finishes_running_ones_and_is_idempotent() 
         running = asyncio.create_task(batcher.submit([1]))
         await model.wait_first_batch()
         queued = asyncio.create_task(attempt(batcher, [2]))
-        await until(lambda: batcher.statistics().queued_requests == 1)
+        gone = asyncio.create_task(batcher.submit([3]))
+        await until(lambda: batcher.statistics().queued_requests == 2)
         closing = asyncio.create_task(batcher.aclose())
+        gone.cancel()  # its request is still queued when aclose runs
+        with pytest.raises(asyncio.CancelledError):
+            await gone
         error = await queued
         assert isinstance(error, NotReadyError)
         assert "'closing'" in str(error)
@@ -479,7 +483,7 @@ def test_aclose_fails_queued_requests_finishes_running_ones_and_is_idempotent() 
         assert await running == [10]
         await batcher.aclose()
         with pytest.raises(NotReadyError, match="closed"):
-            await batcher.submit([3])
+            await batcher.submit([4])
         assert model.batches == [[1]]
 
     run(main)
@@ -570,3 +574,110 @@ def test_the_module_examples_run() -> None:
     result = doctest.testmod(batching, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_a_batcher_serves_one_event_loop() -> None:
+    batcher = Batcher(lambda rows: rows, BatchSettings(), name="bound")
+    assert "'bound'" in repr(batcher)
+
+    async def first() -> None:
+        assert await batcher.submit([1]) == [1]
+
+    async def second() -> None:
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await batcher.submit([2])
+
+    run(first)
+    run(second)
+
+
+def test_cancelling_aclose_fails_the_batches_in_flight() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        batcher = Batcher(model, BatchSettings(), name="abrupt")
+        running = asyncio.create_task(attempt(batcher, [1]))
+        await model.wait_first_batch()
+        closing = asyncio.create_task(batcher.aclose())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        error = await running
+        assert isinstance(error, NotReadyError)
+        assert "closing" in str(error)
+        await batcher.aclose()  # still idempotent
+
+    run(main)
+
+
+@pytest.mark.parametrize("behind", [[], [[6]]])
+def test_a_waiter_cancelled_as_the_model_frees_up_never_runs(behind: list[list[int]]) -> None:
+    async def main() -> None:
+        model = GatedModel()
+        async with Batcher(model, BatchSettings(max_latency_ms=0)) as batcher:
+            first = asyncio.create_task(batcher.submit([0]))
+            await model.wait_first_batch()
+            leaving = asyncio.create_task(batcher.submit([5]))
+            staying = [asyncio.create_task(batcher.submit(rows)) for rows in behind]
+            await until(lambda: batcher.statistics().queued_requests == 1 + len(behind))
+            model.gate.set()
+            await asyncio.sleep(0)  # the batch ends and wakes the batching loop ...
+            leaving.cancel()  # ... which then runs before the cancelled caller cleans up
+            with pytest.raises(asyncio.CancelledError):
+                await leaving
+            assert await first == [0]
+            assert [await task for task in staying] == [
+                [row * 10 for row in rows] for rows in behind
+            ]
+        assert model.batches == [[0], *behind]
+
+    run(main)
+
+
+@pytest.mark.parametrize("failure", ["raises", "miscounts"])
+def test_a_member_cancelled_during_a_failing_batch_is_left_alone(failure: str) -> None:
+    calls: list[list[int]] = []
+
+    async def predict(rows: list[int]) -> list[int]:
+        calls.append(list(rows))
+        if len(calls) > 1:
+            return rows
+        await release.wait()
+        if failure == "raises":
+            message = "batch failed"
+            raise ValueError(message)
+        return []
+
+    release = asyncio.Event()
+
+    async def main() -> None:
+        async with Batcher(predict, BatchSettings()) as batcher:
+            leaving = asyncio.create_task(batcher.submit([1]))
+            staying = asyncio.create_task(attempt(batcher, [2]))
+            await until(lambda: len(calls) == 1)
+            leaving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await leaving
+            release.set()
+            result = await staying
+        if failure == "raises":
+            assert result == [2]
+            assert calls == [[1, 2], [2]]  # the cancelled member was not re-run
+        else:
+            assert isinstance(result, StepError)
+            assert calls == [[1, 2]]
+
+    run(main)
+
+
+def test_a_servegraph_error_from_validate_passes_unchanged() -> None:
+    def validate(rows: list[Any]) -> None:
+        message = "too many features"
+        raise ProtocolError(message)
+
+    async def main() -> None:
+        async with Batcher(lambda rows: rows, BatchSettings(), validate=validate) as batcher:
+            with pytest.raises(ProtocolError, match=r"^too many features$"):
+                await batcher.submit([1])
+
+    run(main)

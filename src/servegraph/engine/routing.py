@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 MODELS_PREFIX = "/v2/models/"
 OPERATIONS = frozenset({"infer", "explain", "ready"})
+PATH_CACHE_SIZE = 4096
+_UNSEEN: Any = object()
 
 
 class RouteSelector(Protocol):
@@ -46,10 +48,29 @@ class PathSelector:
 
     def __init__(self, default: str | None = None) -> None:
         self.default = default
+        self._by_path: dict[str, str | None] = {}  # what each path names (paths repeat)
 
     def select(self, event: Event, routes: Sequence[str]) -> str | None:
         """Return the route name for ``event`` among ``routes``."""
         path = event.path
+        named: str | None = self._by_path.get(path, _UNSEEN)
+        if named is _UNSEEN:
+            named = self._named_by(path, routes)
+            if len(self._by_path) >= PATH_CACHE_SIZE:
+                self._by_path.clear()
+            self._by_path[path] = named
+        if named is not None:
+            return named
+        body = event.body
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            return str(body["model"])
+        if self.default is not None:
+            return self.default
+        return routes[0] if len(routes) == 1 else None
+
+    @staticmethod
+    def _named_by(path: str, routes: Sequence[str]) -> str | None:
+        """The route a path names, or None when the path names none."""
         if path.startswith(MODELS_PREFIX):
             parts = path[len(MODELS_PREFIX) :].split("/")
             if len(parts) >= 3 and parts[1] == "versions":
@@ -57,16 +78,9 @@ class PathSelector:
             name = parts[0]
             if name and not (len(parts) == 1 and name in OPERATIONS):
                 return name if name in routes else _only_version(name, routes)
-        else:
-            first = path.strip("/").split("/", 1)[0]
-            if first in routes:
-                return first
-        body = event.body
-        if isinstance(body, dict) and isinstance(body.get("model"), str):
-            return str(body["model"])
-        if self.default is not None:
-            return self.default
-        return routes[0] if len(routes) == 1 else None
+            return None
+        first = path.strip("/").split("/", 1)[0]
+        return first if first in routes else None
 
 
 def _only_version(name: str, routes: Sequence[str]) -> str:

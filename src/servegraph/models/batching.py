@@ -153,7 +153,6 @@ def _is_list(value: object) -> bool:
 
 def _is_async(predict: object) -> bool:
     """True for async functions, methods, partials and objects with an ``async def __call__``."""
-    # An object whose class has an ``async def __call__`` is an async predict too.
     call = type(predict).__call__
     return inspect.iscoroutinefunction(predict) or inspect.iscoroutinefunction(call)
 
@@ -219,6 +218,7 @@ class Batcher:
         return f"Batcher(name={self.name!r}, settings={self.settings!r})"
 
     async def __aenter__(self) -> Self:
+        self._bind()
         if self._is_closing:
             raise NotReadyError(self.name, "the model is closed")
         self._start()
@@ -251,6 +251,7 @@ class Batcher:
             NotReadyError: The batcher is closed, or closed while the request was queued.
             StepTimeout: No answer within ``timeout_ms``; a still-queued request never runs.
             StepError: Predict failed for these rows, or returned the wrong number of outputs.
+            RuntimeError: Called from another event loop than the one the batcher started in.
         """
         request = self._enqueue(rows)
         if request is None:
@@ -260,7 +261,7 @@ class Batcher:
             async with scope:
                 return await request.future
         except TimeoutError:
-            if not scope.expired():
+            if not scope.expired():  # pragma: no cover - futures only ever hold wrapped errors
                 raise
             cause = TimeoutError(
                 f"model {self.name!r} did not answer within {self.settings.timeout_ms} ms"
@@ -302,6 +303,7 @@ class Batcher:
         if not _is_list(rows):
             message = f"model {self.name!r} takes a list of rows, got {type(rows).__name__}"
             raise ProtocolError(message)
+        loop = self._bind()
         if self._is_closing:
             raise NotReadyError(self.name, "the model is closed")
         count, limit = len(rows), self.settings.max_queue_size
@@ -321,7 +323,7 @@ class Batcher:
             self._check(self._validate, rows)
         if not rows:
             return None
-        loop = self._start()
+        self._start()
         now = loop.time()
         is_idle = self._in_flight == 0 and not self._queue
         deadline = now if is_idle else now + self.settings.max_latency_ms / 1000
@@ -340,22 +342,25 @@ class Batcher:
             message = f"model {self.name!r} rejected the rows: {type(exc).__name__}: {exc}"
             raise ProtocolError(message) from exc
 
-    def _start(self) -> asyncio.AbstractEventLoop:
+    def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._runner is None:
+        if self._loop is None:
             self._loop = loop
-            self._runner = loop.create_task(self._run(), name=f"servegraph-batcher-{self.name}")
         elif self._loop is not loop:
             message = f"the batcher of model {self.name!r} is bound to another event loop"
             raise RuntimeError(message)
         return loop
 
+    def _start(self) -> None:
+        if self._runner is None:
+            name = f"servegraph-batcher-{self.name}"
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name=name)
+
     def _abandon(self, request: _Request) -> None:
         """The caller left (answered, failed, timed out or cancelled): forget its request."""
         future = request.future
-        if not future.done():
-            future.cancel()  # a batch that already holds it skips it
-        elif not future.cancelled():
+        future.cancel()  # no-op once done; a batch already holding a pending one skips it
+        if not future.cancelled():
             future.exception()  # mark it retrieved: the caller may have left before reading it
         if request.is_queued:
             self._queue.remove(request)
@@ -482,7 +487,7 @@ class Batcher:
         if actual != expected:
             message = (
                 f"model {self.name!r} returned {actual} outputs for {expected} rows "
-                f"(expected {expected}, got {actual}); predict must return one output per row"
+                f"(expected {expected}); predict must return exactly one output per row"
             )
             raise ValueError(message)
         offsets = [0, *itertools.accumulate(sizes)]
@@ -496,8 +501,7 @@ class Batcher:
                 self._fail(request, exc)
             return
         for request, part in zip(batch, parts, strict=True):
-            if not request.future.done():  # done: it timed out or was cancelled meanwhile
-                request.future.set_result(part)
+            self._resolve(request, part)
 
     async def _isolate(self, batch: list[_Request], error: Exception) -> None:
         """Predict failed for the batch: re-run each member alone, so the error stays its own."""
@@ -513,11 +517,14 @@ class Batcher:
             except Exception as exc:  # noqa: BLE001 - this member's own failure goes to it
                 self._fail(request, exc)
             else:
-                if not request.future.done():
-                    request.future.set_result(part)
+                self._resolve(request, part)
+
+    def _resolve(self, request: _Request, outputs: list[Any]) -> None:
+        if not request.future.done():  # done: it timed out or was cancelled meanwhile
+            request.future.set_result(outputs)
 
     def _fail(self, request: _Request, cause: Exception) -> None:
-        if not request.future.done():
+        if not request.future.done():  # done: it timed out or was cancelled meanwhile
             error = StepError(self.name, None, cause)
             error.__cause__ = cause
             request.future.set_exception(error)

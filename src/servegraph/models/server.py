@@ -244,14 +244,17 @@ class ModelServer:
         if not isinstance(body, dict) or "inputs" not in body:
             raise ProtocolError(neither)
         tensors: v2.InferRequest | None = None
-        if v2.is_v2_request(body):
+        inputs = body["inputs"]
+        first = inputs[0] if type(inputs) is list and inputs else None
+        # OIP by content: its inputs are tensors (the cheap check; decoding validates fully).
+        if type(first) is dict and "datatype" in first and "shape" in first:
             tensors = v2.decode_request(body)
             arrays = {item.name: tensor_of(item) for item in tensors.inputs}
-            inputs: Any = next(iter(arrays.values())) if len(arrays) == 1 else arrays
+            inputs = next(iter(arrays.values())) if len(arrays) == 1 else arrays
             request: dict[str, Any] = {"inputs": inputs, "id": tensors.id}
             if tensors.parameters:
                 request["parameters"] = tensors.parameters
-        elif isinstance(body["inputs"], list):
+        elif type(inputs) is list:
             request = body
         else:
             raise ProtocolError(neither)

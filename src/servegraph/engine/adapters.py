@@ -57,8 +57,29 @@ def build_callee(
     plain = not full_event and step.input_path is None and step.result_path is None
     if plain and stop_on_none:
         return Callee(function, takes_body=True, is_async=is_async, instance=instance)
+    if full_event and step.result_path is None and not is_async:
+        return Callee(_full_event(function, stop_on_none), False, is_async, instance)
     wrap = _wrap_async if is_async else _wrap_sync
     return Callee(wrap(function, step, full_event, stop_on_none), False, is_async, instance)
+
+
+def _full_event(
+    function: Callable[[Event], Any], stop_on_none: bool
+) -> Callable[[Event], Event | None]:
+    """The lean wrapper of the common full-event step: an Event back, or a new body."""
+
+    def call(event: Event) -> Event | None:
+        result = function(event)
+        if result.__class__ is Event:
+            return result  # type: ignore[no-any-return]
+        if result is None and stop_on_none:
+            return None
+        if isinstance(result, Event):
+            return result
+        event.body = result
+        return event
+
+    return call
 
 
 def build_selector(step: StepSpec, namespace: Namespace, context: Context) -> RouteSelector:

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 MODELS_PREFIX = "/v2/models/"
 OPERATIONS = frozenset({"infer", "explain", "ready"})
 PATH_CACHE_SIZE = 4096
-_UNSEEN: Any = object()
 
 
 class RouteSelector(Protocol):
@@ -48,17 +47,10 @@ class PathSelector:
 
     def __init__(self, default: str | None = None) -> None:
         self.default = default
-        self._by_path: dict[str, str | None] = {}  # what each path names (paths repeat)
 
     def select(self, event: Event, routes: Sequence[str]) -> str | None:
         """Return the route name for ``event`` among ``routes``."""
-        path = event.path
-        named: str | None = self._by_path.get(path, _UNSEEN)
-        if named is _UNSEEN:
-            named = self._named_by(path, routes)
-            if len(self._by_path) >= PATH_CACHE_SIZE:
-                self._by_path.clear()
-            self._by_path[path] = named
+        named = self._named_by(event.path, routes)
         if named is not None:
             return named
         body = event.body
@@ -91,7 +83,7 @@ def _only_version(name: str, routes: Sequence[str]) -> str:
 class RouteTable:
     """The routes of one router and the selector that picks one (or several) per event."""
 
-    __slots__ = ("combine", "name", "names", "routes", "selector")
+    __slots__ = ("by_path", "combine", "name", "names", "routes", "selector")
 
     def __init__(
         self, name: str, routes: Mapping[str, Node], selector: RouteSelector | RouteCombiner
@@ -100,6 +92,10 @@ class RouteTable:
         self.routes = dict(routes)
         self.names = tuple(self.routes)
         self.selector = selector
+        # With the path selection, a path that names a route always names that route: the
+        # route is remembered by path (paths repeat), so most events skip the selector.
+        by_path = type(selector).select is PathSelector.select  # type: ignore[comparison-overlap]
+        self.by_path: dict[str, Node] | None = {} if by_path else None
         combine = getattr(selector, "combine", None)
         self.combine: Callable[[Event, dict[str, Any]], Any] | None = (
             combine if callable(combine) else None
@@ -107,10 +103,18 @@ class RouteTable:
 
     def select(self, event: Event) -> Node:
         """Return the route for ``event``; raise RoutingError naming what was asked for."""
+        by_path = self.by_path
+        if by_path is not None:
+            route = by_path.get(event.path)
+            if route is not None:
+                return route
         wanted = self.selector.select(event, self.names)
         route = self.routes.get(wanted) if isinstance(wanted, str) else None
         if route is None:
             raise RoutingError(self.name, wanted if isinstance(wanted, str) else None, self.names)
+        if by_path is not None and len(by_path) < PATH_CACHE_SIZE:
+            if PathSelector._named_by(event.path, self.names) == wanted:
+                by_path[event.path] = route
         return route
 
     def select_many(self, event: Event) -> list[Node]:

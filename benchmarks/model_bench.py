@@ -26,7 +26,6 @@ from servegraph import Graph
 from servegraph.models.server import ModelServer
 from servegraph.testing import MockServer
 
-
 WARM_UP_S = 1.0
 
 
@@ -179,9 +178,8 @@ def batching_bench(callers: int, seconds: float, max_latency_ms: float) -> None:
         base = base or rate
         print(f"{name:<44} {rate:>10,.0f} {p50:>8.2f} {p99:>8.2f} {errors:>7} {rate / base:>11.1f}")
         server.close()
-    print(
-        f"p99 bound for batching: max_latency_ms + the 64-row batch = {max_latency_ms + sixty_four:.2f} ms"
-    )
+    bound = max_latency_ms + sixty_four
+    print(f"p99 bound for batching: max_latency_ms + the 64-row batch = {bound:.2f} ms")
 
 
 def main() -> None:

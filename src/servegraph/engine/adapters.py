@@ -71,7 +71,7 @@ def _full_event(
     def call(event: Event) -> Event | None:
         result = function(event)
         if result.__class__ is Event:
-            return result  # type: ignore[no-any-return]
+            return result
         if result is None and stop_on_none:
             return None
         if isinstance(result, Event):

@@ -94,7 +94,7 @@ class RouteTable:
         self.selector = selector
         # With the path selection, a path that names a route always names that route: the
         # route is remembered by path (paths repeat), so most events skip the selector.
-        by_path = type(selector).select is PathSelector.select  # type: ignore[comparison-overlap]
+        by_path = type(selector).select is PathSelector.select
         self.by_path: dict[str, Node] | None = {} if by_path else None
         combine = getattr(selector, "combine", None)
         self.combine: Callable[[Event, dict[str, Any]], Any] | None = (
@@ -112,9 +112,12 @@ class RouteTable:
         route = self.routes.get(wanted) if isinstance(wanted, str) else None
         if route is None:
             raise RoutingError(self.name, wanted if isinstance(wanted, str) else None, self.names)
-        if by_path is not None and len(by_path) < PATH_CACHE_SIZE:
-            if PathSelector._named_by(event.path, self.names) == wanted:
-                by_path[event.path] = route
+        if (
+            by_path is not None
+            and len(by_path) < PATH_CACHE_SIZE
+            and PathSelector._named_by(event.path, self.names) == wanted
+        ):
+            by_path[event.path] = route
         return route
 
     def select_many(self, event: Event) -> list[Node]:

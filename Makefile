@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench bench-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ typecheck: $(STAMP)
 ## bench: the W1 flow benchmark (not part of `make test`)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/flow_bench.py
+
+## bench-models: the model-serving benchmarks, W1-router and batching (not part of `make test`)
+bench-models: $(STAMP)
+	$(BIN)/python benchmarks/model_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

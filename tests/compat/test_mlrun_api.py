@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
+
+import numpy
 
 import pytest
 
@@ -231,3 +234,43 @@ def test_versioned_route_name_gives_model_name_and_version() -> None:
     server = mlrun.load(graph, namespace={"Doubler": Doubler}).mock_server()
     answer = server.test("/v2/models/m/versions/v2/infer", body={"inputs": [1]}, event_id="e")
     assert answer == {"id": "e", "model_name": "m", "model_version": "v2", "outputs": [2.0]}
+
+
+class ClassifierModel(mlrun.V2ModelServer):
+    """A model class as MLRun's documentation writes it, unchanged but for the import."""
+
+    def load(self) -> None:
+        model_file, extra_data = self.get_model(".pkl")
+        with open(model_file, "rb") as file:
+            self.model = pickle.load(file)
+
+    def predict(self, body: dict[str, Any]) -> list[Any]:
+        feats = numpy.asarray(body["inputs"])
+        result = self.model.predict(feats)
+        return list(result.tolist())
+
+
+def test_mlrun_model_class_serves_a_real_model(tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_iris(return_X_y=True)
+    (tmp_path / "model.pkl").write_bytes(
+        pickle.dumps(LogisticRegression(max_iter=500).fit(features, labels))
+    )
+    graph = {
+        "kind": "router",
+        "routes": {
+            "iris": {
+                "kind": "task",
+                "class_name": "ClassifierModel",
+                "class_args": {"model_path": str(tmp_path)},
+            }
+        },
+    }
+    server = mlrun.load(graph, namespace={"ClassifierModel": ClassifierModel}).mock_server()
+    body = {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]}
+    answer = server.test("/v2/models/iris/infer", body=body, event_id="e1")
+    assert answer == {"id": "e1", "model_name": "iris", "outputs": [0, 2]}
+    response = server.test("/v2/models/iris/infer", body={"inputs": "x"}, silent=True)
+    assert response.status_code == 400

@@ -69,3 +69,11 @@ class RowChecker(ModelServer):
             message = "negative values are not allowed"
             raise ValueError(message)
         return [float(sum(row)) for row in rows]
+
+
+class SlowAsync(ModelServer):
+    """An async predict that takes 50 ms per batch."""
+
+    async def predict(self, request: dict[str, Any]) -> list[Any]:
+        await asyncio.sleep(0.05)
+        return list(request["inputs"])

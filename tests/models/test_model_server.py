@@ -284,3 +284,32 @@ def test_failed_predictions_are_recorded_with_their_error() -> None:
     server.context.hooks.record_prediction = records.append
     assert server.request("POST", "/", {"inputs": [[1]]}).status == 500
     assert records[0].error == "RuntimeError: the model broke"
+
+
+def test_a_full_batching_queue_is_a_503_with_retry_after() -> None:
+    graph = Graph.router()
+    settings = {"max_batch_size": 1, "max_latency_ms": 1, "max_queue_size": 2}
+    graph.add_route("slow", models_steps.SlowAsync, class_args={"batching": settings})
+    server = graph.mock_server()
+
+    async def main() -> list[Any]:
+        calls = (server.arequest("POST", "/", {"inputs": [[i]]}) for i in range(8))
+        return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(main())
+    served = [response for response in responses if response.status == 200]
+    overloaded = [response for response in responses if response.status == 503]
+    assert len(served) == 2  # all arrive before the first batch leaves: max_queue_size rows
+    assert len(overloaded) == 6
+    assert dict(overloaded[0].headers)["retry-after"] == "1"
+    assert "queue" in overloaded[0].body["error"]
+
+
+def test_a_batched_request_past_its_timeout_is_a_504() -> None:
+    graph = Graph.router()
+    settings = {"max_batch_size": 4, "max_latency_ms": 1, "timeout_ms": 20}
+    graph.add_route("slow", models_steps.SlowAsync, class_args={"batching": settings})
+    server = graph.mock_server()
+    response = asyncio.run(server.arequest("POST", "/", {"inputs": [[1]]}))
+    assert response.status == 504
+    assert "slow" in response.body["error"]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy
-
 import pytest
 
 from servegraph import Event, StepError
@@ -240,7 +239,7 @@ class ClassifierModel(mlrun.V2ModelServer):
     """A model class as MLRun's documentation writes it, unchanged but for the import."""
 
     def load(self) -> None:
-        model_file, extra_data = self.get_model(".pkl")
+        model_file, _extra_data = self.get_model(".pkl")
         with open(model_file, "rb") as file:
             self.model = pickle.load(file)
 

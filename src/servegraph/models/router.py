@@ -42,10 +42,9 @@ class TrafficSplit:
         self.by_name = PathSelector()
 
     def select(self, event: Event, routes: Sequence[str]) -> str | None:
-        """The named model, else a route drawn by weight."""
-        named = self.by_name.select(event, routes)
-        if named is not None and named in routes and len(routes) > 1:
-            return named if _names_a_model(event) else self._draw()
+        """The named model (an unknown one is a 404), else a route drawn by weight."""
+        if _names_a_model(event):
+            return self.by_name.select(event, routes)
         return self._draw()
 
     def _draw(self) -> str:

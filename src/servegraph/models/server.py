@@ -52,7 +52,8 @@ class ModelServer:
 
     Args:
         context: the step's Context (given by the engine).
-        name: the model name (the route name, given by the engine).
+        name: the model name (the route name, given by the engine; a route named
+            ``"model:version"`` serves model ``model``, version ``version``).
         model_path: a model file, a directory holding one, or a ``file://`` URL.
         model: an already loaded model object (then nothing is loaded).
         version: the model version reported in answers and metadata.
@@ -92,7 +93,10 @@ class ModelServer:
         **params: Any,
     ) -> None:
         self.context = context
-        self.name = name or type(self).__name__
+        name = name or type(self).__name__
+        if ":" in name and version is None:  # a route named "model:version"
+            name, version = name.split(":", 1)
+        self.name = name
         self.version = version
         self.model_path = model_path
         self.model = model
@@ -310,18 +314,22 @@ class ModelServer:
         record = self._hooks.record_prediction if self._hooks is not None else None
         if record is None:
             return
-        record(
-            PredictionRecord(
-                model=self.name,
-                version=self.version,
-                event_id=event.id,
-                timestamp=datetime.now(UTC),
-                inputs=request.get("inputs"),
-                outputs=outputs,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=None if error is None else f"{type(error).__name__}: {error}",
+        try:
+            record(
+                PredictionRecord(
+                    model=self.name,
+                    version=self.version,
+                    event_id=event.id,
+                    timestamp=datetime.now(UTC),
+                    inputs=request.get("inputs"),
+                    outputs=outputs,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    error=None if error is None else f"{type(error).__name__}: {error}",
+                )
             )
-        )
+        except Exception:
+            # Monitoring never fails a prediction: the hook's failure is logged, not raised.
+            logger.exception("model %s: the prediction record hook failed", self.name)
 
 
 def operation_of(event: Event) -> str:

@@ -41,8 +41,6 @@ class V2ModelServer(ModelServer):
         **kwargs: Any,
     ) -> None:
         version = kwargs.pop("version", None)
-        if name is not None and ":" in name and version is None:
-            name, version = name.split(":", 1)
         super().__init__(
             context, name, model_path=model_path, model=model, version=version, **kwargs
         )

@@ -7,10 +7,26 @@ import itertools
 import os
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .errors import StepError
+
+EVENT_ID_HEADER = "servegraph-event-id"
+"""The request header that sets an event's id (and the response header that reports it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An answer with a status: what servers send, and what a step may return to set one.
+
+    ``body`` is JSON-able data, text or bytes; ``headers`` are extra response headers.
+    """
+
+    status: int
+    body: Any
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Ids:

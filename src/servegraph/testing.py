@@ -14,14 +14,12 @@ from .engine.lifecycle import await_all, close_steps, shutdown_loop
 from .engine.plan import Plan, compile_plan
 from .engine.runner import AsyncRunner, SyncRunner
 from .errors import ProtocolError, ServegraphError
-from .event import Event
+from .event import EVENT_ID_HEADER, Event
 from .graph.resolve import Namespace
 from .graph.spec import EngineKind, GraphSpec
-from .server.responses import Response, error_response, server_response
+from .server.responses import Response, as_response, error_response, server_response
 
 _decode_json = msgspec.json.decode
-
-EVENT_ID_HEADER = "servegraph-event-id"
 
 
 class MockServer:
@@ -140,7 +138,7 @@ class MockServer:
             return answered
         try:
             event = self._event(path, body, method, headers, content_type, None)
-            return Response(200, self.run_event(event))
+            return as_response(self.run_event(event))
         except ServegraphError as exc:
             return error_response(exc)
 
@@ -158,7 +156,7 @@ class MockServer:
             return answered
         try:
             event = self._event(path, body, method, headers, content_type, None)
-            return Response(200, await self._async.run(event))
+            return as_response(await self._async.run(event))
         except ServegraphError as exc:
             return error_response(exc)
 

@@ -8,8 +8,10 @@ and steps with ``input_path`` / ``result_path`` get such a wrapper, chosen once 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +63,15 @@ def build_callee(
         return Callee(_full_event(function, stop_on_none), False, is_async, instance)
     wrap = _wrap_async if is_async else _wrap_sync
     return Callee(wrap(function, step, full_event, stop_on_none), False, is_async, instance)
+
+
+def in_executor(call: Callable[[Any], Any], executor: Executor) -> Callable[[Any], Awaitable[Any]]:
+    """``call`` run in ``executor`` from the event loop (for blocking sync steps in servers)."""
+
+    async def offloaded(argument: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, call, argument)
+
+    return offloaded
 
 
 def _full_event(

@@ -6,7 +6,9 @@ graph and inspects nothing: it follows the segments' tuples.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,7 @@ from ..errors import GraphError, Problem
 from ..graph.resolve import Namespace
 from ..graph.spec import EngineKind, GraphSpec, StepKind, StepSpec
 from ..graph.validate import check
-from .adapters import build_callee, build_selector
+from .adapters import Callee, build_callee, build_selector, in_executor
 from .routing import RouteTable, make_router_call
 from .trace import traced
 
@@ -68,21 +70,32 @@ def compile_plan(
     namespace: Namespace = None,
     context: Context | None = None,
     engine: EngineKind = EngineKind.AUTO,
+    offload: Executor | None = None,
 ) -> Plan:
     """Validate ``spec``, build its steps and compile them into a Plan.
+
+    With ``offload`` (what servers pass), blocking sync steps run in that executor, so that
+    they never stall the event loop; a step is blocking unless its spec says
+    ``blocking=False`` or its class has ``blocking = False``.
 
     Raises:
         GraphError: every problem found, each naming its step (validation, imports, constructors,
             async steps under the sync engine).
     """
     check(spec, namespace)
-    return _Compiler(spec, namespace, context or Context(), engine).compile()
+    return _Compiler(spec, namespace, context or Context(), engine, offload).compile()
 
 
 class _Compiler:
     def __init__(
-        self, spec: GraphSpec, namespace: Namespace, context: Context, engine: EngineKind
+        self,
+        spec: GraphSpec,
+        namespace: Namespace,
+        context: Context,
+        engine: EngineKind,
+        offload: Executor | None,
     ) -> None:
+        self.offload = offload
         self.spec = spec
         self.namespace = namespace
         self.context = context
@@ -137,6 +150,7 @@ class _Compiler:
             return _Draft(step, _unbuilt, True, False)
         if callee.instance is not None:
             self.instances.append(callee.instance)
+        callee = self._offloaded(step, callee)
         call = self._traced(step.name, callee.call, callee.takes_body, callee.is_async)
         return _Draft(step, call, callee.takes_body, callee.is_async)
 
@@ -146,8 +160,22 @@ class _Compiler:
         )
         if callee.instance is not None:
             self.instances.append(callee.instance)
+        callee = self._offloaded(route, callee)
         call = self._traced(route.name, callee.call, callee.takes_body, callee.is_async)
         return Node(route.name, call, callee.takes_body, callee.is_async, False, None)
+
+    def _offloaded(self, step: StepSpec, callee: Callee) -> Callee:
+        """A blocking sync step, when compiling for a server: the same call, in the executor."""
+        if self.offload is None or callee.is_async:
+            return callee
+        blocking = step.blocking
+        if blocking is None:
+            blocking = getattr(callee.instance, "blocking", True) is not False
+        if not blocking:
+            return callee
+        return dataclasses.replace(
+            callee, call=in_executor(callee.call, self.offload), is_async=True
+        )
 
     def _traced(
         self, name: str, call: Callable[[Any], Any], takes_body: bool, is_async: bool

@@ -352,7 +352,16 @@ class Graph:
 
 
 _STEP_OPTIONS = frozenset(
-    {"handler", "class_args", "full_event", "input_path", "result_path", "responder", "on_error"}
+    {
+        "handler",
+        "class_args",
+        "full_event",
+        "input_path",
+        "result_path",
+        "responder",
+        "on_error",
+        "blocking",
+    }
 )
 
 

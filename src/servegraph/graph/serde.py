@@ -38,6 +38,7 @@ STEP_KEYS = frozenset(
         "on_error",
         "routes",
         "default_route",
+        "blocking",
     }
 )
 GRAPH_KEYS = frozenset({"version", "kind", "engine", "on_error", "params", "steps", "stop_on_none"})
@@ -190,6 +191,8 @@ def _step_to_dict(step: StepSpec, problems: list[Problem]) -> dict[str, Any]:
     for key in ("full_event", "responder"):
         if getattr(step, key):
             data[key] = True
+    if step.blocking is not None:
+        data["blocking"] = step.blocking
     for key in ("input_path", "result_path", "on_error", "default_route"):
         value = getattr(step, key)
         if value is not None:
@@ -256,6 +259,7 @@ def _step_from_dict(name: str, data: Mapping[str, Any], problems: list[Problem])
         on_error=text("on_error"),
         routes=_steps_from(data.get("routes"), "routes", problems),
         default_route=text("default_route"),
+        blocking=_typed(data, "blocking", bool, name, problems),
     )
 
 

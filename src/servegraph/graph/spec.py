@@ -39,7 +39,9 @@ class StepSpec:
     A task step runs a function (``handler`` names it) or a class (``class_name`` names it and
     ``handler`` names the method, by default ``do_event`` or ``do``). References are import paths
     (``"pkg.mod:Name"`` or ``"pkg.mod.Name"``); ``target`` holds the live object when the step
-    was built from one, and is not part of the spec's identity.
+    was built from one, and is not part of the spec's identity. ``blocking=False`` declares a
+    sync step fast enough to run on the event loop in a server (default: a sync step is run in
+    the server's thread pool, unless its class says ``blocking = False``).
     """
 
     name: str
@@ -55,6 +57,7 @@ class StepSpec:
     on_error: str | None = None
     routes: tuple[StepSpec, ...] = ()
     default_route: str | None = None
+    blocking: bool | None = None
     target: object = field(default=None, compare=False, repr=False)
 
     @property

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from .._version import __version__
@@ -21,6 +20,7 @@ from ..errors import (
     StepError,
     StepTimeout,
 )
+from ..event import Response as Response
 from ..models.server import ModelServer
 from ..protocol import v2
 
@@ -32,13 +32,9 @@ MODEL_LIST = "/v2/models"
 SERVER_PATHS = frozenset({HEALTH_LIVE, HEALTH_READY, SERVER_METADATA, MODEL_LIST})
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
-    """An answer: a status, a JSON-able body (or bytes / text), extra headers."""
-
-    status: int
-    body: Any
-    headers: tuple[tuple[str, str], ...] = ()
+def as_response(answer: Any) -> Response:
+    """A graph's answer as a Response: 200, unless a step returned a Response of its own."""
+    return answer if isinstance(answer, Response) else Response(200, answer)
 
 
 def error_response(exc: BaseException) -> Response:

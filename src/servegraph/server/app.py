@@ -1,0 +1,314 @@
+"""The ASGI application of a graph: a plain ASGI callable, lean on the request path.
+
+Routes: the server routes of ``responses.py`` (health, server metadata, model list), ``GET
+/metrics``, ``GET /openapi.json`` and ``GET /docs``; every other path is an event for the graph
+(its Open Inference Protocol model routes included). Steps and models are built and loaded at
+startup (the ASGI lifespan, or the first request when a server sends none); sync steps that may
+block run in a bounded thread pool; at shutdown every step's close hook runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..context import Context
+from ..engine.lifecycle import await_all, close_steps
+from ..engine.plan import Plan, compile_plan
+from ..engine.runner import AsyncRunner
+from ..errors import ProtocolError, ServegraphError
+from ..event import EVENT_ID_HEADER, Event, Response
+from ..graph.resolve import Namespace
+from ..graph.spec import EngineKind, GraphSpec
+from ..settings import ServerSettings
+from .codec import decode_body as decode_request_body
+from .codec import encode_answer
+from .openapi import docs_page, openapi_document
+from .responses import HEALTH_LIVE, as_response, error_response, server_response
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("servegraph.server")
+ENTRY_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyTooLarge(Exception):
+    """Internal: the request body passed the size limit."""
+
+
+class ServingApp:
+    """Serves one graph over HTTP (an ASGI 3 application).
+
+    Example:
+        >>> from servegraph import Graph
+        >>> graph = Graph()
+        >>> _ = graph.to(lambda x: x, name="echo").respond()
+        >>> app = ServingApp(graph.spec)  # run it with uvicorn, or `servegraph serve`
+    """
+
+    def __init__(
+        self,
+        spec: GraphSpec,
+        *,
+        settings: ServerSettings | None = None,
+        namespace: Namespace = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings or ServerSettings()
+        self.namespace = namespace
+        self.params = dict(params or {})
+        self.plan: Plan | None = None
+        self.statuses: Counter[int] = Counter()
+        self._runner: AsyncRunner | None = None
+        self._starting: asyncio.Lock | None = None
+        self._in_flight = 0
+        self._executor = ThreadPoolExecutor(self.settings.limits.threads, "servegraph-step")
+        self._token = self.settings.token
+        origins = self.settings.cors_origins
+        self._cors_any = "*" in origins
+        self._cors = frozenset(origins)
+
+    @property
+    def in_flight(self) -> int:
+        """Events being served now."""
+        return self._in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Build the steps and load the models (in a thread: loading may be slow)."""
+        if self._runner is not None:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._runner is None:
+                self.plan = await asyncio.to_thread(self._compile)
+                self._runner = AsyncRunner(self.plan)
+
+    async def shutdown(self) -> None:
+        """Run every step's close hook, then stop the thread pool."""
+        if self.plan is not None:
+            await await_all(close_steps(self.plan.instances))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _compile(self) -> Plan:
+        context = Context(params={**self.spec.params, **self.params})
+        return compile_plan(
+            self.spec,
+            namespace=self.namespace,
+            context=context,
+            engine=EngineKind.ASYNC,
+            offload=self._executor,
+        )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    logger.exception("the graph could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        method: str = scope["method"]
+        path: str = scope["path"]
+        cors = self._cors_headers(headers) if self._cors else ()
+        if cors and method == "OPTIONS" and "access-control-request-method" in headers:
+            await self._send(send, Response(204, b"", cors + _PREFLIGHT), cors=())
+            return
+        denied = self._check_token(path, headers)
+        if denied is not None:
+            await self._send(send, denied, cors)
+            return
+        if self._runner is None:
+            await self.startup()
+        response = self._server_route(method, path)
+        if response is None:
+            response = await self._event_response(scope, receive, headers, method, path)
+        await self._send(send, response, cors)
+
+    def _server_route(self, method: str, path: str) -> Response | None:
+        assert self.plan is not None
+        answered = server_response(path, self.plan.instances)
+        if answered is not None:
+            return answered if method == "GET" else _not_allowed("GET")
+        if path == "/metrics":
+            return Response(200, self._metrics(), (("content-type", _PROMETHEUS),))
+        if path == "/openapi.json":
+            return Response(200, openapi_document(self.spec, self.plan))
+        if path == "/docs":
+            page = docs_page(openapi_document(self.spec, self.plan))
+            return Response(200, page.encode(), (("content-type", "text/html; charset=utf-8"),))
+        if method not in ENTRY_METHODS:
+            return _not_allowed(", ".join(sorted(ENTRY_METHODS)))
+        return None
+
+    async def _event_response(
+        self, scope: Scope, receive: Receive, headers: dict[str, str], method: str, path: str
+    ) -> Response:
+        limits = self.settings.limits
+        if self._in_flight >= limits.max_in_flight:
+            message = f"the server is at its limit of {limits.max_in_flight} events in flight"
+            return Response(503, {"error": message}, (("retry-after", "1"),))
+        self._in_flight += 1
+        event: Event | None = None
+        try:
+            body = await _read_body(receive, headers, limits.max_body_bytes)
+            content_type = headers.get("content-type")
+            event = Event(
+                decode_request_body(body, content_type),
+                id=headers.get(EVENT_ID_HEADER),
+                headers=headers,
+                method=method,
+                path=path,
+                query=dict(parse_qsl(scope["query_string"].decode("latin-1"))),
+                content_type=content_type,
+                trigger="http",
+            )
+            assert self._runner is not None
+            async with asyncio.timeout(limits.timeout_s):
+                answer = await self._runner.run(event)
+            response = as_response(answer)
+        except BodyTooLarge:
+            message = f"the body is larger than the limit of {limits.max_body_bytes} bytes"
+            response = Response(413, {"error": message})
+        except TimeoutError:
+            message = f"the event was not answered within {limits.timeout_s} s"
+            response = Response(504, {"error": message})
+            logger.error("event %s timed out", event.id if event else "-")
+        except ServegraphError as exc:
+            response = error_response(exc)
+            if response.status >= 500:
+                logger.error(
+                    "event %s failed",
+                    event.id if event else "-",
+                    exc_info=exc,
+                    extra={"event_id": event.id if event else None},
+                )
+        finally:
+            self._in_flight -= 1
+        if event is not None:
+            response = Response(
+                response.status, response.body, (*response.headers, (EVENT_ID_HEADER, event.id))
+            )
+        return response
+
+    def _check_token(self, path: str, headers: Mapping[str, str]) -> Response | None:
+        token = self._token
+        if token is None or path == HEALTH_LIVE:
+            return None
+        given = headers.get("authorization")
+        if given is None:
+            challenge = (("www-authenticate", "Bearer"),)
+            return Response(401, {"error": "a bearer token is required"}, challenge)
+        if given != f"Bearer {token}":
+            return Response(403, {"error": "the bearer token is not valid"})
+        return None
+
+    def _cors_headers(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        origin = headers.get("origin")
+        if origin is None or not (self._cors_any or origin in self._cors):
+            return ()
+        return (
+            ("access-control-allow-origin", "*" if self._cors_any else origin),
+            ("vary", "Origin"),
+        )
+
+    async def _send(
+        self, send: Send, response: Response, cors: tuple[tuple[str, str], ...]
+    ) -> None:
+        self.statuses[response.status] += 1
+        extra = response.headers
+        content_type = next((v for k, v in extra if k == "content-type"), None)
+        if content_type is None:
+            payload, content_type = encode_answer(response.body)
+        else:
+            payload = (
+                response.body if isinstance(response.body, bytes) else str(response.body).encode()
+            )
+            extra = tuple((k, v) for k, v in extra if k != "content-type")
+        raw = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(payload)).encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in (*extra, *cors)),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _metrics(self) -> bytes:
+        lines = [
+            "# HELP servegraph_http_requests_total HTTP answers by status.",
+            "# TYPE servegraph_http_requests_total counter",
+            *(
+                f'servegraph_http_requests_total{{status="{status}"}} {count}'
+                for status, count in sorted(self.statuses.items())
+            ),
+            "# HELP servegraph_http_in_flight Events being served now.",
+            "# TYPE servegraph_http_in_flight gauge",
+            f"servegraph_http_in_flight {self._in_flight}",
+        ]
+        return ("\n".join(lines) + "\n").encode()
+
+
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            message_text = "the client closed the connection before sending the whole body"
+            raise ProtocolError(message_text)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _not_allowed(allowed: str) -> Response:
+    return Response(
+        405, {"error": f"method not allowed here; allowed: {allowed}"}, (("allow", allowed),)
+    )
+
+
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_PREFLIGHT = (
+    ("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+    ("access-control-allow-headers", "authorization, content-type, " + EVENT_ID_HEADER),
+    ("access-control-max-age", "600"),
+)

@@ -69,20 +69,22 @@ def test_checker_passes_a_correct_document(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("wrong", "right", "failure"),
+    ("original", "replacement", "failure"),
     [
-        ("print(WORD)  # hello", "print(WORD)  # bye", "python block exited with status 1"),
-        ("hello\nHELLO\n```", "hello\nHI\n```", "output differs"),
-        ("$ echo to stderr >&2\nto stderr", "$ echo to stderr >&2\nto stdout", "output differs"),
-        ("```python\nraise", "```python\nfrom x import y  # raise", "python block exited"),
+        ("# hello", "# bye", "line 8: printed 'hello', the document says 'bye'"),
+        ("hello\nHELLO\n```", "hello\nHI\n```", "sample.md:17: output differs"),
+        ("to stderr\n```", "to stdout\n```", "sample.md:27: `echo to stderr >&2` output differs"),
+        ("<!-- skip -->\n", "", "sample.md:23: python block exited with status 3"),
+        ("# file: greeting.py", "# file: ../greeting.py", "is outside the work directory"),
+        ("to stderr\n```\n", "to stderr\n```\n```text\n", "line 33 is never closed"),
     ],
-    ids=["checked-print", "output-block", "console", "unclosed-or-bad-code"],
+    ids=["checked-print", "output", "console", "skip", "file-outside", "unclosed"],
 )
 def test_checker_reports_a_wrong_document(
-    tmp_path: Path, wrong: str, right: str, failure: str
+    tmp_path: Path, original: str, replacement: str, failure: str
 ) -> None:
     document = tmp_path / "sample.md"
-    document.write_text(SAMPLE.replace(wrong, right), encoding="utf-8")
+    document.write_text(SAMPLE.replace(original, replacement), encoding="utf-8")
     failures = check(document)
-    assert len(failures) == 1
+    assert failures
     assert failure in failures[0]

@@ -237,7 +237,7 @@ def test_only_error_handlers_is_no_entry() -> None:
 
 
 def test_unknown_builder_option_lists_the_allowed_ones() -> None:
-    with pytest.raises(TypeError, match=r"unknown step option.*allowed: class_args"):
+    with pytest.raises(TypeError, match=r"unknown step option.*allowed: blocking, class_args"):
         Graph().to(inc, classargs={})
 
 

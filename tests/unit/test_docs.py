@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from scripts.check_docs import check
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -23,7 +22,8 @@ def test_documents_with_code_are_found() -> None:
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=[path.name for path in DOCUMENTS])
 def test_document_code_blocks(path: Path) -> None:
-    assert check(path) == []
+    failures = check(path)
+    assert failures == [], "\n\n".join(failures)
 
 
 SAMPLE = """\
@@ -74,7 +74,7 @@ def test_checker_passes_a_correct_document(tmp_path: Path) -> None:
         ("# hello", "# bye", "line 8: printed 'hello', the document says 'bye'"),
         ("hello\nHELLO\n```", "hello\nHI\n```", "sample.md:17: output differs"),
         ("to stderr\n```", "to stdout\n```", "sample.md:27: `echo to stderr >&2` output differs"),
-        ("<!-- skip -->\n", "", "sample.md:23: python block exited with status 3"),
+        ("<!-- skip -->\n", "", "sample.md:22: python block exited with status 3"),
         ("# file: greeting.py", "# file: ../greeting.py", "is outside the work directory"),
         ("to stderr\n```\n", "to stderr\n```\n```text\n", "line 33 is never closed"),
     ],

@@ -1,10 +1,10 @@
-# servegraph developer commands. `make run` and `make test` are the README's quickstart.
+# servegraph developer commands. `make serve` and `make test` are the README's quickstart.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-models clean docs-check
+.PHONY: serve run test lint typecheck bench bench-models clean docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
 	touch $(STAMP)
+
+## serve: install, then serve the quickstart graph on http://127.0.0.1:8080 (Ctrl-C stops it)
+serve: $(STAMP)
+	$(BIN)/servegraph serve examples.quickstart:build_graph --host 127.0.0.1 --port 8080
 
 ## run: install and run the quickstart example over its sample events (no broker, no database)
 run: $(STAMP)
@@ -40,6 +44,11 @@ bench: $(STAMP)
 ## bench-models: the model-serving benchmarks, W1-router and batching (not part of `make test`)
 bench-models: $(STAMP)
 	$(BIN)/python benchmarks/model_bench.py
+
+## bench-http: W1 and W2 over HTTP against Starlette baselines, with wrk (installed if missing)
+bench-http: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/http_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,13 @@ from ..settings import ServerSettings
 from .codec import decode_body as decode_request_body
 from .codec import encode_answer
 from .openapi import docs_page, openapi_document
-from .responses import HEALTH_LIVE, as_response, error_response, server_response
+from .responses import (
+    HEALTH_LIVE,
+    SERVER_PATHS,
+    as_response,
+    error_response,
+    server_response,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,6 +74,7 @@ class ServingApp:
         self.params = dict(params or {})
         self.plan: Plan | None = None
         self.statuses: Counter[int] = Counter()
+        self._openapi: dict[str, Any] | None = None
         self._runner: AsyncRunner | None = None
         self._starting: asyncio.Lock | None = None
         self._in_flight = 0
@@ -158,20 +165,25 @@ class ServingApp:
         await self._send(send, response, cors)
 
     def _server_route(self, method: str, path: str) -> Response | None:
-        assert self.plan is not None
-        answered = server_response(path, self.plan.instances)
-        if answered is not None:
-            return answered if method == "GET" else _not_allowed("GET")
-        if path == "/metrics":
-            return Response(200, self._metrics(), (("content-type", _PROMETHEUS),))
-        if path == "/openapi.json":
-            return Response(200, openapi_document(self.spec, self.plan))
-        if path == "/docs":
-            page = docs_page(openapi_document(self.spec, self.plan))
-            return Response(200, page.encode(), (("content-type", "text/html; charset=utf-8"),))
+        if path in _OWN_PATHS:
+            return self._own_route(path) if method == "GET" else _not_allowed("GET")
         if method not in ENTRY_METHODS:
             return _not_allowed(", ".join(sorted(ENTRY_METHODS)))
         return None
+
+    def _own_route(self, path: str) -> Response:
+        assert self.plan is not None
+        answered = server_response(path, self.plan.instances)
+        if answered is not None:
+            return answered
+        if path == "/metrics":
+            return Response(200, self._metrics(), (("content-type", _PROMETHEUS),))
+        if self._openapi is None:
+            self._openapi = openapi_document(self.spec, self.plan)
+        if path == "/openapi.json":
+            return Response(200, self._openapi)
+        page = docs_page(self._openapi)
+        return Response(200, page.encode(), (("content-type", "text/html; charset=utf-8"),))
 
     async def _event_response(
         self, scope: Scope, receive: Receive, headers: dict[str, str], method: str, path: str
@@ -215,6 +227,13 @@ class ServingApp:
                     exc_info=exc,
                     extra={"event_id": event.id if event else None},
                 )
+        except Exception as exc:  # the request boundary: a bug, not the client's fault
+            response = error_response(exc)
+            logger.exception(
+                "event %s failed unexpectedly",
+                event.id if event else "-",
+                extra={"event_id": event.id if event else None},
+            )
         finally:
             self._in_flight -= 1
         if event is not None:
@@ -247,21 +266,18 @@ class ServingApp:
     async def _send(
         self, send: Send, response: Response, cors: tuple[tuple[str, str], ...]
     ) -> None:
-        self.statuses[response.status] += 1
-        extra = response.headers
-        content_type = next((v for k, v in extra if k == "content-type"), None)
-        if content_type is None:
-            payload, content_type = encode_answer(response.body)
-        else:
-            payload = (
-                response.body if isinstance(response.body, bytes) else str(response.body).encode()
+        try:
+            payload, raw = _encoded(response)
+        except TypeError as exc:  # an answer that is not JSON-able (msgspec's error)
+            logger.error(
+                "the answer could not be encoded (status %d)", response.status, exc_info=exc
             )
-            extra = tuple((k, v) for k, v in extra if k != "content-type")
-        raw = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(payload)).encode()),
-            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in (*extra, *cors)),
-        ]
+            kept = tuple((k, v) for k, v in response.headers if k.lower() != "content-type")
+            response = Response(500, {"error": f"the answer could not be encoded: {exc}"}, kept)
+            payload, raw = _encoded(response)
+        self.statuses[response.status] += 1
+        if cors:
+            raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in cors)
         await send({"type": "http.response.start", "status": response.status, "headers": raw})
         await send({"type": "http.response.body", "body": payload})
 
@@ -300,6 +316,31 @@ async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int) -
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _encoded(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers of ``response``: encoded by kind, or as its own content type says.
+
+    Raises:
+        TypeError: the body is not JSON-able.
+    """
+    extra = response.headers
+    content_type: str | None = None
+    for name, value in extra:
+        if name.lower() == "content-type":
+            content_type = value
+    if response.status in _NO_BODY:  # no content-type or content-length (RFC 9110)
+        return b"", [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+    if content_type is None:
+        payload, content_type = encode_answer(response.body)
+    else:
+        payload = encode_answer(response.body)[0]
+        extra = tuple((k, v) for k, v in extra if k.lower() != "content-type")
+    return payload, [
+        (b"content-type", content_type.encode("latin-1")),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra),
+    ]
+
+
 def _not_allowed(allowed: str) -> Response:
     return Response(
         405, {"error": f"method not allowed here; allowed: {allowed}"}, (("allow", allowed),)
@@ -307,6 +348,8 @@ def _not_allowed(allowed: str) -> Response:
 
 
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+_OWN_PATHS = SERVER_PATHS | {"/metrics", "/openapi.json", "/docs"}
+_NO_BODY = frozenset({204, 304})
 _PREFLIGHT = (
     ("access-control-allow-methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
     ("access-control-allow-headers", "authorization, content-type, " + EVENT_ID_HEADER),

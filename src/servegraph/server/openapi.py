@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections import Counter
 from typing import Any
 
 from .._version import __version__
@@ -35,31 +36,20 @@ def openapi_document(spec: GraphSpec, plan: Plan) -> dict[str, Any]:
         "/v2": {"get": _get("Server metadata (Open Inference Protocol v2)")},
         "/v2/models": {"get": _get("The names of the served models")},
         "/metrics": {"get": _get("Prometheus metrics", "text/plain")},
-        "/{path}": {
-            "post": {
-                "summary": f"Send an event to the graph ({', '.join(steps)})",
-                "parameters": [
-                    {"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "requestBody": {"required": False, **_ANY_JSON},
-                "responses": {
-                    "200": {"description": "The graph's answer", **_ANY_JSON},
-                    "default": _ERROR,
-                },
-            }
-        },
+        "/": _entry(steps, path_parameter=False),
+        "/{path}": _entry(steps, path_parameter=True),
     }
-    for model in (m for m in plan.instances if isinstance(m, ModelServer)):
+    models = [m for m in plan.instances if isinstance(m, ModelServer)]
+    versions = Counter(model.name for model in models)
+    for model in models:
         base = f"/v2/models/{model.name}"
-        paths[base] = {"get": _get(f"Metadata of model {model.name}")}
-        paths[f"{base}/ready"] = {"get": _get(f"Readiness of model {model.name}")}
-        paths[f"{base}/infer"] = {
-            "post": {
-                "summary": f"Infer with model {model.name} (OIP v2 tensors or MLRun rows)",
-                "requestBody": {"required": True, **_ANY_JSON},
-                "responses": {"200": {"description": "Outputs", **_ANY_JSON}, "default": _ERROR},
-            }
-        }
+        if model.version is not None:
+            if versions[model.name] == 1:  # a model asked for by name alone is its only version
+                _add_model(paths, base, model.name)
+            base = f"{base}/versions/{model.version}"
+        _add_model(
+            paths, base, f"{model.name} (version {model.version})" if model.version else model.name
+        )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -88,6 +78,43 @@ def docs_page(document: dict[str, Any]) -> str:
         "<p>The machine-readable description is at <a href='/openapi.json'>/openapi.json</a>.</p>"
         f"<table>{''.join(rows)}</table></body></html>"
     )
+
+
+def _entry(steps: list[str], *, path_parameter: bool) -> dict[str, Any]:
+    """The graph's entry: any of these methods sends an event (GET without a body)."""
+    parameters = (
+        [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}]
+        if path_parameter
+        else []
+    )
+    responses = {"200": {"description": "The graph's answer", **_ANY_JSON}, "default": _ERROR}
+    summary = f"Send an event to the graph ({', '.join(steps)})"
+    with_body = {
+        "summary": summary,
+        "parameters": parameters,
+        "requestBody": {"required": False, **_ANY_JSON},
+        "responses": responses,
+    }
+    without_body = {"summary": summary, "parameters": parameters, "responses": responses}
+    return {
+        "get": without_body,
+        "post": with_body,
+        "put": with_body,
+        "patch": with_body,
+        "delete": without_body,
+    }
+
+
+def _add_model(paths: dict[str, Any], base: str, title: str) -> None:
+    paths[base] = {"get": _get(f"Metadata of model {title}")}
+    paths[f"{base}/ready"] = {"get": _get(f"Readiness of model {title}")}
+    paths[f"{base}/infer"] = {
+        "post": {
+            "summary": f"Infer with model {title} (OIP v2 tensors or MLRun rows)",
+            "requestBody": {"required": True, **_ANY_JSON},
+            "responses": {"200": {"description": "Outputs", **_ANY_JSON}, "default": _ERROR},
+        }
+    }
 
 
 def _get(summary: str, content_type: str = "application/json") -> dict[str, Any]:

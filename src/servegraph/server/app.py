@@ -28,6 +28,7 @@ from ..graph.spec import EngineKind, GraphSpec
 from ..settings import ServerSettings
 from .codec import decode_body as decode_request_body
 from .codec import encode_answer
+from .limits import Deadlines
 from .openapi import docs_page, openapi_document
 from .responses import (
     HEALTH_LIVE,
@@ -78,6 +79,8 @@ class ServingApp:
         self._runner: AsyncRunner | None = None
         self._starting: asyncio.Lock | None = None
         self._in_flight = 0
+        timeout_s = self.settings.limits.timeout_s
+        self._deadlines = Deadlines(timeout_s) if timeout_s is not None else None
         self._executor = ThreadPoolExecutor(self.settings.limits.threads, "servegraph-step")
         self._token = self.settings.token
         origins = self.settings.cors_origins
@@ -107,10 +110,14 @@ class ServingApp:
         async with self._starting:
             if self._runner is None:
                 self.plan = await asyncio.to_thread(self._compile)
+                if self._deadlines is not None:
+                    self._deadlines.start()
                 self._runner = AsyncRunner(self.plan)
 
     async def shutdown(self) -> None:
-        """Run every step's close hook, then stop the thread pool."""
+        """Stop the deadline watchdog, run every step's close hook, stop the thread pool."""
+        if self._deadlines is not None:
+            await self._deadlines.aclose()
         if self.plan is not None:
             await await_all(close_steps(self.plan.instances))
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -203,14 +210,12 @@ class ServingApp:
                 headers=headers,
                 method=method,
                 path=path,
-                query=dict(parse_qsl(scope["query_string"].decode("latin-1"))),
+                query=_query(scope["query_string"]),
                 content_type=content_type,
                 trigger="http",
             )
             assert self._runner is not None
-            async with asyncio.timeout(limits.timeout_s):
-                answer = await self._runner.run(event)
-            response = as_response(answer)
+            response = as_response(await self._run(event))
         except BodyTooLarge:
             message = f"the body is larger than the limit of {limits.max_body_bytes} bytes"
             response = Response(413, {"error": message})
@@ -241,6 +246,25 @@ class ServingApp:
                 response.status, response.body, (*response.headers, (EVENT_ID_HEADER, event.id))
             )
         return response
+
+    async def _run(self, event: Event) -> Any:
+        """Run ``event`` through the graph within the time limit (TimeoutError past it)."""
+        assert self._runner is not None
+        deadlines = self._deadlines
+        if deadlines is None:
+            return await self._runner.run(event)
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.enter(task)
+        try:
+            return await self._runner.run(event)
+        except asyncio.CancelledError:
+            if deadlines.leave(task):
+                task.uncancel()
+                raise TimeoutError from None
+            raise
+        finally:
+            deadlines.leave(task)
 
     def _check_token(self, path: str, headers: Mapping[str, str]) -> Response | None:
         token = self._token
@@ -339,6 +363,10 @@ def _encoded(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         (b"content-length", str(len(payload)).encode()),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra),
     ]
+
+
+def _query(raw: bytes) -> dict[str, str] | None:
+    return dict(parse_qsl(raw.decode("latin-1"))) if raw else None
 
 
 def _not_allowed(allowed: str) -> Response:

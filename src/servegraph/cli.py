@@ -1,7 +1,9 @@
-"""The ``servegraph`` command: validate, plot and test graphs from spec files.
+"""The ``servegraph`` command: validate, plot, test, serve and invoke graphs.
 
 Usage::
 
+    servegraph serve examples.quickstart:build_graph --port 8080 --workers 2
+    servegraph invoke http://127.0.0.1:8080/ --body '{"id": "t1", "amount": 120}'
     servegraph validate graph.yaml
     servegraph plot graph.json --format dot --output graph.dot
     servegraph test graph.json --body '{"x": 1}' --path /predict --header trace=1
@@ -90,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``servegraph`` command, with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="servegraph", description="Validate, plot and test servegraph graphs."
+        prog="servegraph", description="Validate, plot, test, serve and invoke servegraph graphs."
     )
     parser.add_argument("--version", action="version", version=f"servegraph {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(subcommands, common)
     _add_plot(subcommands, common)
     _add_test(subcommands, common)
+    _add_serve(subcommands, common)
+    _add_invoke(subcommands, common)
     return parser
 
 
@@ -182,20 +186,7 @@ def _add_test(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "JSON (or its repr when it is not JSON).",
     )
     _add_graph_arguments(parser)
-    parser.add_argument(
-        "--body", required=True, type=_json_argument, metavar="JSON", help="the event body"
-    )
-    parser.add_argument("--path", default="/", help="the event path (/)")
-    parser.add_argument("--method", default="POST", help="the event method (POST)")
-    parser.add_argument(
-        "--header",
-        dest="headers",
-        action="append",
-        type=_header_argument,
-        default=[],
-        metavar="K=V",
-        help="an event header; repeat for more",
-    )
+    _add_event_arguments(parser)
     parser.add_argument(
         "--engine",
         choices=[EngineKind.SYNC.value, EngineKind.ASYNC.value],
@@ -208,7 +199,11 @@ def _run_test(args: argparse.Namespace) -> int:
     if args.mlrun and args.engine is not None:
         message = "--engine does not apply with --mlrun: the MLRun dict's 'engine' key picks it"
         raise InputError(message)
-    graph = _load_graph(args)
+    return _answer_in_process(_load_graph(args), args)
+
+
+def _answer_in_process(graph: Graph, args: argparse.Namespace) -> int:
+    """Send ``args.body`` through a mock server of ``graph`` and print the answer."""
     headers = dict(args.headers)
     if args.mlrun:
         server = graph.mock_server()
@@ -223,6 +218,168 @@ def _run_test(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     print(_format_answer(answer))
     return EXIT_OK
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def _add_serve(subcommands: Any, common: argparse.ArgumentParser) -> None:
+    parser = subcommands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a graph over HTTP (Open Inference Protocol v2) with uvicorn",
+        description="Serve a graph over HTTP with uvicorn until stopped; on SIGTERM, requests "
+        "in flight finish first. Flags win over SERVEGRAPH_* variables, which win over the "
+        "defaults.",
+    )
+    parser.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a .json, .yaml or .yml spec file, or 'module:attribute' naming a Graph, a "
+        "GraphSpec or a function of no arguments that returns one",
+    )
+    parser.add_argument("--host", help="the address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="the port to listen on (8080)")
+    parser.add_argument("--workers", type=int, help="worker processes (1)")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart when a source file changes (development)"
+    )
+    parser.add_argument("--token", help="a bearer token every route but liveness requires")
+    parser.add_argument(
+        "--timeout-s", type=float, metavar="S", help="answer 504 after S seconds (30)"
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, metavar="N", help="refuse larger bodies with 413 (10 MiB)"
+    )
+    parser.add_argument(
+        "--max-in-flight", type=int, metavar="N", help="events per worker before 503 (512)"
+    )
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="threads for blocking sync steps (16)"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="O",
+        help="an origin allowed by CORS ('*': any); repeat for more",
+    )
+    parser.add_argument(
+        "--graceful-s",
+        type=float,
+        metavar="S",
+        help="on SIGTERM, how long requests in flight may take to finish (30)",
+    )
+    parser.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    parser.set_defaults(command=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from .errors import MissingDependencyError
+    from .server.run import serve
+    from .settings import ServerSettings
+
+    flags = {
+        name: getattr(args, name)
+        for name in (
+            "host",
+            "port",
+            "workers",
+            "token",
+            "timeout_s",
+            "max_body_bytes",
+            "max_in_flight",
+            "threads",
+            "cors_origins",
+            "graceful_s",
+            "access_log",
+        )
+    }
+    try:
+        settings = ServerSettings.from_env().merged(flags)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    try:
+        serve(args.target, settings, reload=args.reload)
+    except MissingDependencyError as exc:
+        raise InputError(str(exc)) from exc
+    return EXIT_OK
+
+
+# -- invoke -----------------------------------------------------------------------------------
+
+
+def _add_invoke(subcommands: Any, common: argparse.ArgumentParser) -> None:
+    parser = subcommands.add_parser(
+        "invoke",
+        parents=[common],
+        help="send one event to a running server (a URL) or through a spec file's graph",
+        description="Send one event and print the answer body. With an http(s) URL, the event "
+        "goes to that server (exit 1 on a 4xx or 5xx, whose status line goes to stderr); "
+        "otherwise TARGET is a spec file answered in process, as `servegraph test` does.",
+    )
+    parser.add_argument("target", metavar="URL-or-SPEC", help="a server URL or a spec file")
+    _add_event_arguments(parser)
+    parser.add_argument("--token", help="send 'Authorization: Bearer TOKEN'")
+    parser.add_argument(
+        "--timeout-s", type=float, default=60.0, metavar="S", help="give up after S seconds (60)"
+    )
+    parser.add_argument(
+        "--mlrun", action="store_true", help="the spec file holds an MLRun graph dict"
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="MODULE",
+        help="an importable module where bare class and handler names are looked up",
+    )
+    parser.set_defaults(command=_run_invoke, engine=None)
+
+
+def _run_invoke(args: argparse.Namespace) -> int:
+    if not args.target.startswith(("http://", "https://")):
+        args.file = Path(args.target)
+        return _answer_in_process(_load_graph(args), args)
+    try:
+        import httpx
+    except ImportError as exc:
+        message = "invoking a URL needs httpx: pip install 'servegraph[http]'"
+        raise InputError(message) from exc
+    url = args.target if args.path == "/" else args.target.rstrip("/") + args.path
+    headers = dict(args.headers)
+    if args.token is not None:
+        headers["authorization"] = f"Bearer {args.token}"
+    try:
+        response = httpx.request(
+            args.method, url, json=args.body, headers=headers, timeout=args.timeout_s
+        )
+    except httpx.HTTPError as exc:
+        message = f"cannot reach {url}: {exc}"
+        raise InputError(message) from exc
+    if not response.is_success:
+        print(f"HTTP {response.status_code} {response.reason_phrase}", file=sys.stderr)
+    text = response.text
+    print(text, end="" if text.endswith("\n") or not text else "\n")
+    return EXIT_FAILED if response.status_code >= 400 else EXIT_OK
+
+
+# -- shared event arguments -------------------------------------------------------------------
+
+
+def _add_event_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--body", required=True, type=_json_argument, metavar="JSON", help="the event body"
+    )
+    parser.add_argument("--path", default="/", help="the event path (/)")
+    parser.add_argument("--method", default="POST", help="the event method (POST)")
+    parser.add_argument(
+        "--header",
+        dest="headers",
+        action="append",
+        type=_header_argument,
+        default=[],
+        metavar="K=V",
+        help="an event header; repeat for more",
+    )
 
 
 def _json_argument(text: str) -> Any:

@@ -74,6 +74,19 @@ class ServerSettings:
             }
         )
 
+    def to_env(self, prefix: str = ENV_PREFIX) -> dict[str, str]:
+        """These settings as the ``SERVEGRAPH_*`` variables that ``from_env`` reads back.
+
+        Example:
+            >>> ServerSettings(port=9000).to_env()["SERVEGRAPH_PORT"]
+            '9000'
+        """
+        values: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name != "limits"
+        }
+        values.update({f.name: getattr(self.limits, f.name) for f in fields(self.limits)})
+        return {prefix + name.upper(): _format(value) for name, value in values.items()}
+
     def merged(self, values: Mapping[str, Any]) -> Self:
         """These settings with ``values`` (strings are parsed) over them; None values ignored.
 
@@ -117,6 +130,16 @@ def _parse(name: str, value: Any, kind: str) -> Any:
         message = f"setting {name}={value!r} is not a valid {kind.replace('optional_', '')}"
         raise ValueError(message) from None
     return value
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""  # "" reads back as None for the token and as "no limit" for timeout_s
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 _SERVER_TYPES = {

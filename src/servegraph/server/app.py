@@ -10,6 +10,7 @@ block run in a bounded thread pool; at shutdown every step's close hook runs.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -83,6 +84,7 @@ class ServingApp:
         self._deadlines = Deadlines(timeout_s) if timeout_s is not None else None
         self._executor = ThreadPoolExecutor(self.settings.limits.threads, "servegraph-step")
         self._token = self.settings.token
+        self._expected_authorization = f"Bearer {self._token}".encode()
         origins = self.settings.cors_origins
         self._cors_any = "*" in origins
         self._cors = frozenset(origins)
@@ -259,10 +261,10 @@ class ServingApp:
         try:
             return await self._runner.run(event)
         except asyncio.CancelledError:
-            if deadlines.leave(task):
-                task.uncancel()
-                raise TimeoutError from None
-            raise
+            if not deadlines.is_expired(task):
+                raise
+            task.uncancel()  # cancelled by the watchdog: the event took too long
+            raise TimeoutError from None
         finally:
             deadlines.leave(task)
 
@@ -274,7 +276,7 @@ class ServingApp:
         if given is None:
             challenge = (("www-authenticate", "Bearer"),)
             return Response(401, {"error": "a bearer token is required"}, challenge)
-        if given != f"Bearer {token}":
+        if not hmac.compare_digest(given.encode(), self._expected_authorization):
             return Response(403, {"error": "the bearer token is not valid"})
         return None
 

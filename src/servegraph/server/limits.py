@@ -42,13 +42,14 @@ class Deadlines:
         """Give ``task`` its deadline, from now."""
         self._deadlines[task] = task.get_loop().time() + self.timeout_s
 
-    def leave(self, task: asyncio.Task[Any]) -> bool:
-        """Forget ``task``; True when it was cancelled for passing its deadline."""
+    def is_expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for passing its deadline."""
+        return task in self._expired
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        """Forget ``task``."""
         self._deadlines.pop(task, None)
-        if task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
+        self._expired.discard(task)
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()

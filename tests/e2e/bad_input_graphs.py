@@ -49,3 +49,17 @@ def build_hang() -> Graph:
     graph = Graph()
     graph.to(hang, name="hang", blocking=True).respond()
     return graph
+
+
+async def hang_async(body: Any) -> Any:
+    """Awaits for HANG_S seconds, unless the body says ``"quick"`` (an async step)."""
+    if body != "quick":
+        await asyncio.sleep(HANG_S)
+    return {"answered": body}
+
+
+def build_hang_async() -> Graph:
+    """One async step that hangs on request."""
+    graph = Graph()
+    graph.to(hang_async, name="hang").respond()
+    return graph

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .server_process import EXIT_WITHIN_S, Server, Start, launch, stop, wait_ready
+from tests.e2e.server_process import EXIT_WITHIN_S, Server, Start, launch, stop, wait_ready
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from examples import quickstart
 
-from .server_process import EXIT_WITHIN_S, Server, Start
+from tests.e2e.server_process import EXIT_WITHIN_S, Server, Start
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from servegraph.engine.runner import AsyncRunner
 from servegraph.event import EVENT_ID_HEADER, Event, Response
 from servegraph.server import codec
 from servegraph.server.app import ServingApp
+from servegraph.settings import Limits, ServerSettings
 from tests.models import models_steps
 from tests.server.asgi import drive, lifespan, make_app, request, serve
 
@@ -731,3 +732,37 @@ def test_an_unexpected_engine_error_is_a_500_and_the_app_keeps_serving(
         assert (fine.status_code, fine.json()) == (200, {"ok": True})
 
     serve(echo_graph(), scenario)
+
+
+def test_a_body_that_never_ends_times_out_and_frees_its_slot() -> None:
+    graph = Graph()
+    graph.to(lambda body: body, name="echo").respond()
+    limits = Limits(timeout_s=0.1, max_in_flight=1)
+    app = ServingApp(graph.spec, settings=ServerSettings(limits=limits))
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    chunks = [{"type": "http.request", "body": b'{"a":', "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop()
+        await asyncio.Event().wait()  # the rest of the body never comes
+        raise AssertionError
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    async def main() -> None:
+        await app.startup()
+        await asyncio.wait_for(app(scope, receive, send), 2)
+        assert app.in_flight == 0
+        await app.shutdown()
+
+    asyncio.run(main())
+    assert sent[0]["status"] == 504

@@ -84,7 +84,7 @@ class ServingApp:
         self._deadlines = Deadlines(timeout_s) if timeout_s is not None else None
         self._executor = ThreadPoolExecutor(self.settings.limits.threads, "servegraph-step")
         self._token = self.settings.token
-        self._expected_authorization = f"Bearer {self._token}".encode()
+        self._expected_token = (self._token or "").encode()
         origins = self.settings.cors_origins
         self._cors_any = "*" in origins
         self._cors = frozenset(origins)
@@ -202,6 +202,12 @@ class ServingApp:
             message = f"the server is at its limit of {limits.max_in_flight} events in flight"
             return Response(503, {"error": message}, (("retry-after", "1"),))
         self._in_flight += 1
+        # The deadline covers reading the body too: a client that never finishes its body
+        # must not hold an in-flight slot for ever.
+        deadlines = self._deadlines
+        task = asyncio.current_task()
+        if deadlines is not None and task is not None:
+            deadlines.enter(task)
         event: Event | None = None
         try:
             body = await _read_body(receive, headers, limits.max_body_bytes)
@@ -217,14 +223,17 @@ class ServingApp:
                 trigger="http",
             )
             assert self._runner is not None
-            response = as_response(await self._run(event))
-        except BodyTooLarge:
-            message = f"the body is larger than the limit of {limits.max_body_bytes} bytes"
-            response = Response(413, {"error": message})
-        except TimeoutError:
+            response = as_response(await self._runner.run(event))
+        except asyncio.CancelledError:
+            if deadlines is None or task is None or not deadlines.is_expired(task):
+                raise
+            task.uncancel()  # cancelled by the watchdog: the event took too long
             message = f"the event was not answered within {limits.timeout_s} s"
             response = Response(504, {"error": message})
             logger.error("event %s timed out", event.id if event else "-")
+        except BodyTooLarge:
+            message = f"the body is larger than the limit of {limits.max_body_bytes} bytes"
+            response = Response(413, {"error": message})
         except ServegraphError as exc:
             response = error_response(exc)
             if response.status >= 500:
@@ -242,31 +251,14 @@ class ServingApp:
                 extra={"event_id": event.id if event else None},
             )
         finally:
+            if deadlines is not None and task is not None:
+                deadlines.leave(task)
             self._in_flight -= 1
         if event is not None:
             response = Response(
                 response.status, response.body, (*response.headers, (EVENT_ID_HEADER, event.id))
             )
         return response
-
-    async def _run(self, event: Event) -> Any:
-        """Run ``event`` through the graph within the time limit (TimeoutError past it)."""
-        assert self._runner is not None
-        deadlines = self._deadlines
-        if deadlines is None:
-            return await self._runner.run(event)
-        task = asyncio.current_task()
-        assert task is not None
-        deadlines.enter(task)
-        try:
-            return await self._runner.run(event)
-        except asyncio.CancelledError:
-            if not deadlines.is_expired(task):
-                raise
-            task.uncancel()  # cancelled by the watchdog: the event took too long
-            raise TimeoutError from None
-        finally:
-            deadlines.leave(task)
 
     def _check_token(self, path: str, headers: Mapping[str, str]) -> Response | None:
         token = self._token
@@ -276,7 +268,10 @@ class ServingApp:
         if given is None:
             challenge = (("www-authenticate", "Bearer"),)
             return Response(401, {"error": "a bearer token is required"}, challenge)
-        if not hmac.compare_digest(given.encode(), self._expected_authorization):
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.encode(), self._expected_token
+        ):
             return Response(403, {"error": "the bearer token is not valid"})
         return None
 

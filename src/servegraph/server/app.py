@@ -27,8 +27,8 @@ from ..event import EVENT_ID_HEADER, Event, Response
 from ..graph.resolve import Namespace
 from ..graph.spec import EngineKind, GraphSpec
 from ..settings import ServerSettings
+from .codec import BINARY, JSON, TEXT, encode_answer
 from .codec import decode_body as decode_request_body
-from .codec import encode_answer
 from .limits import Deadlines
 from .openapi import docs_page, openapi_document
 from .responses import (
@@ -169,9 +169,11 @@ class ServingApp:
         if self._runner is None:
             await self.startup()
         response = self._server_route(method, path)
-        if response is None:
-            response = await self._event_response(scope, receive, headers, method, path)
-        await self._send(send, response, cors)
+        if response is not None:
+            await self._send(send, response, cors)
+            return
+        response, event_id = await self._event_response(scope, receive, headers, method, path)
+        await self._send(send, response, cors, event_id)
 
     def _server_route(self, method: str, path: str) -> Response | None:
         if path in _OWN_PATHS:
@@ -196,11 +198,12 @@ class ServingApp:
 
     async def _event_response(
         self, scope: Scope, receive: Receive, headers: dict[str, str], method: str, path: str
-    ) -> Response:
+    ) -> tuple[Response, str | None]:
+        """The graph's answer to one request, and the event's id (None: no event was made)."""
         limits = self.settings.limits
         if self._in_flight >= limits.max_in_flight:
             message = f"the server is at its limit of {limits.max_in_flight} events in flight"
-            return Response(503, {"error": message}, (("retry-after", "1"),))
+            return Response(503, {"error": message}, (("retry-after", "1"),)), None
         self._in_flight += 1
         # The deadline covers reading the body too: a client that never finishes its body
         # must not hold an in-flight slot for ever.
@@ -254,11 +257,7 @@ class ServingApp:
             if deadlines is not None and task is not None:
                 deadlines.leave(task)
             self._in_flight -= 1
-        if event is not None:
-            response = Response(
-                response.status, response.body, (*response.headers, (EVENT_ID_HEADER, event.id))
-            )
-        return response
+        return response, event.id if event is not None else None
 
     def _check_token(self, path: str, headers: Mapping[str, str]) -> Response | None:
         token = self._token
@@ -285,7 +284,11 @@ class ServingApp:
         )
 
     async def _send(
-        self, send: Send, response: Response, cors: tuple[tuple[str, str], ...]
+        self,
+        send: Send,
+        response: Response,
+        cors: tuple[tuple[str, str], ...],
+        event_id: str | None = None,
     ) -> None:
         try:
             payload, raw = _encoded(response)
@@ -297,6 +300,8 @@ class ServingApp:
             response = Response(500, {"error": f"the answer could not be encoded: {exc}"}, kept)
             payload, raw = _encoded(response)
         self.statuses[response.status] += 1
+        if event_id is not None:
+            raw.append((_EVENT_ID_HEADER, event_id.encode("latin-1")))
         if cors:
             raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in cors)
         await send({"type": "http.response.start", "status": response.status, "headers": raw})
@@ -344,6 +349,12 @@ def _encoded(response: Response) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         TypeError: the body is not JSON-able.
     """
     extra = response.headers
+    if not extra and response.status not in _NO_BODY:  # the common answer
+        payload, kind = encode_answer(response.body)
+        return payload, [
+            (b"content-type", _CONTENT_TYPES.get(kind) or kind.encode("latin-1")),
+            (b"content-length", b"%d" % len(payload)),
+        ]
     content_type: str | None = None
     for name, value in extra:
         if name.lower() == "content-type":
@@ -372,6 +383,8 @@ def _not_allowed(allowed: str) -> Response:
     )
 
 
+_EVENT_ID_HEADER = EVENT_ID_HEADER.encode("latin-1")
+_CONTENT_TYPES = {kind: kind.encode("latin-1") for kind in (JSON, TEXT, BINARY)}
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _OWN_PATHS = SERVER_PATHS | {"/metrics", "/openapi.json", "/docs"}
 _NO_BODY = frozenset({204, 304})

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -100,13 +102,21 @@ def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> Non
     except ImportError as exc:
         module = "uvicorn"
         raise MissingDependencyError(module, "server") from exc
-    spec = load_target(target)
-    check(spec)
-    os.environ.update(environment_of(target, settings))
+    if settings.workers == 1 and not reload:
+        # One process: build the graph once, here, and hand uvicorn the app itself.
+        spec = load_target(target)
+        check(spec)
+        app: Any = ServingApp(spec, settings=settings)
+    else:
+        # Workers build their own graph: the parent only checks it, in a short-lived child
+        # process, so that it holds no model (a supervisor's memory is the workers' overhead).
+        _check_in_child(target)
+        os.environ.update(environment_of(target, settings))
+        app = FACTORY
     with _stopping_quietly():
         uvicorn.run(
-            FACTORY,
-            factory=True,
+            app,
+            factory=app is FACTORY,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
@@ -149,6 +159,28 @@ def _stopping_quietly() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def check_target(target: str) -> None:
+    """Load and validate ``target`` (what the parent of several workers runs in a child)."""
+    check(load_target(target))
+
+
+def _check_in_child(target: str) -> None:
+    code = (
+        "import sys\n"
+        "from servegraph.server.run import check_target\n"
+        "try:\n"
+        "    check_target(sys.argv[1])\n"
+        "except Exception as exc:\n"
+        "    sys.exit(str(exc))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, target], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        reason = result.stderr.strip() or f"checking it failed (exit status {result.returncode})"
+        raise GraphError(reason)
 
 
 def environment_of(target: str, settings: ServerSettings) -> Mapping[str, str]:

@@ -32,7 +32,8 @@ def w2() -> Graph:
     """W2: the iris model behind a router, with adaptive batching."""
     graph = Graph.router()
     batching = {"max_batch_size": 32, "max_latency_ms": 2.0}
-    graph.add_route("iris", ModelServer, class_args={"model": iris_model(), "batching": batching})
+    class_args = {"model": iris_model(), "batching": batching, "blocking": False}
+    graph.add_route("iris", ModelServer, class_args=class_args)
     return graph
 
 

@@ -313,3 +313,19 @@ def test_a_batched_request_past_its_timeout_is_a_504() -> None:
     response = asyncio.run(server.arequest("POST", "/", {"inputs": [[1]]}))
     assert response.status == 504
     assert "slow" in response.body["error"]
+
+
+def test_a_non_blocking_batched_model_predicts_on_the_loop_thread() -> None:
+    models_steps.THREADS.clear()
+    graph = Graph.router()
+    class_args = {"batching": {"max_batch_size": 8, "max_latency_ms": 1}, "blocking": False}
+    graph.add_route("threads", models_steps.ThreadRecorder, class_args=class_args)
+    server = graph.mock_server()
+
+    async def main() -> tuple[list[Any], str]:
+        calls = (server.arequest("POST", "/", {"inputs": [[i]]}) for i in range(4))
+        return list(await asyncio.gather(*calls)), threading.current_thread().name
+
+    responses, loop_thread = asyncio.run(main())
+    assert [response.body["outputs"] for response in responses] == [[[i]] for i in range(4)]
+    assert set(models_steps.THREADS) == {loop_thread}

@@ -180,6 +180,7 @@ class Batcher:
         *,
         name: str = "model",
         validate: Callable[[list[Any]], None] | None = None,
+        inline: bool = False,
     ) -> None:
         """Wrap a predict callable.
 
@@ -191,13 +192,15 @@ class Batcher:
             name: The model name used in errors and thread names.
             validate: Called with each request's rows at submit time; raising rejects only that
                 request (see `submit`).
+            inline: run a sync predict on the event loop itself (for a quick model whose call
+                costs less than a hop to a thread); batches then run one at a time.
         """
         self.name = name
         self.settings = settings
         self._predict: Callable[[list[Any]], BatchOutput | Awaitable[BatchOutput]] = predict
         self._validate = validate
         self._executor: ThreadPoolExecutor | None = None
-        if not _is_async(predict):  # threads start only when the first batch runs
+        if not inline and not _is_async(predict):  # threads start with the first batch
             self._executor = ThreadPoolExecutor(
                 max_workers=settings.workers, thread_name_prefix=f"servegraph-batch-{name}"
             )

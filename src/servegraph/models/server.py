@@ -63,6 +63,9 @@ class ModelServer:
         batching: adaptive batching settings (``max_batch_size``, ``max_latency_ms``,
             ``max_queue_size``, ``timeout_ms``, ``workers``), or None for none.
         threads: run a sync ``predict`` in a thread pool of this size.
+        blocking: False declares a quick sync ``predict`` (a small scikit-learn model): a
+            server calls it on the event loop, and batches run on the loop too, with no hop
+            to a thread.
         **params: other class arguments, read with ``get_param``.
 
     Example:
@@ -90,6 +93,7 @@ class ModelServer:
         outputs: list[dict[str, Any]] | None = None,
         batching: Mapping[str, Any] | BatchSettings | None = None,
         threads: int | None = None,
+        blocking: bool = True,
         **params: Any,
     ) -> None:
         self.context = context
@@ -103,6 +107,7 @@ class ModelServer:
         self.inputs = inputs or []
         self.outputs = outputs or []
         self.params = params
+        self.blocking = blocking
         self.ready = False
         self.error: str | None = None
         self.batching = BatchSettings(**batching) if isinstance(batching, Mapping) else batching
@@ -233,7 +238,9 @@ class ModelServer:
                 message = f"model {self.name!r}: batching takes one input tensor, got {len(inputs)}"
                 raise ProtocolError(message)
             if self._batcher is None:
-                self._batcher = Batcher(self._predict_rows, self.batching, name=self.name)
+                self._batcher = Batcher(
+                    self._predict_rows, self.batching, name=self.name, inline=not self.blocking
+                )
             return await self._batcher.submit(list(inputs))
         if inspect.iscoroutinefunction(self.predict):
             return await self.predict(request)

@@ -270,6 +270,12 @@ def _add_serve(subcommands: Any, common: argparse.ArgumentParser) -> None:
         metavar="S",
         help="on SIGTERM, how long requests in flight may take to finish (30)",
     )
+    parser.add_argument(
+        "--header-timeout-s",
+        type=float,
+        metavar="S",
+        help="disconnect clients that take longer to send a request's headers (10)",
+    )
     parser.add_argument("--access-log", action="store_true", default=None, help="log every request")
     parser.set_defaults(command=_run_serve)
 
@@ -292,6 +298,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "threads",
             "cors_origins",
             "graceful_s",
+            "header_timeout_s",
             "access_log",
         )
     }

@@ -49,6 +49,8 @@ class ServerSettings:
         token: a bearer token every route but liveness requires (None: no auth).
         cors_origins: origins allowed by CORS (empty: CORS off; ``"*"`` any).
         graceful_s: on SIGTERM, how long in-flight requests may take to finish.
+        header_timeout_s: a client has this long to send a request's headers (slow clients
+            are disconnected).
         access_log: log every request (off by default: it costs per request).
     """
 
@@ -59,6 +61,7 @@ class ServerSettings:
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
     graceful_s: float = 30.0
+    header_timeout_s: float = 10.0
     access_log: bool = False
 
     @classmethod
@@ -149,6 +152,7 @@ _SERVER_TYPES = {
     "token": "optional_str",
     "cors_origins": "origins",
     "graceful_s": "float",
+    "header_timeout_s": "float",
     "access_log": "bool",
 }
 _LIMIT_TYPES = {

@@ -194,7 +194,7 @@ PARTIAL_CUTS = (
     SLOW_REQUEST.index(b"x-slow: ") + 10,  # in a header value
 )
 KEEP_ALIVE_S = 5.0  # uvicorn's default timeout_keep_alive; `servegraph serve` keeps it
-DRIBBLE_S = 2.0
+HEADER_TIMEOUT_S = 2.0
 
 
 def is_closed_by_peer(sock: socket.socket) -> bool:
@@ -211,16 +211,12 @@ def is_closed_by_peer(sock: socket.socket) -> bool:
     return data == b"" or data.startswith(b"HTTP/1.1 4")
 
 
-def test_partial_requests_do_not_stop_the_server_serving_others(start: Start) -> None:
-    """Slow clients that never finish their headers hold no event slot: with a limit of 4
-    events in flight, 16 of them dribbling header bytes leave the server answering 200.
-
-    uvicorn (httptools and h11 alike) arms no timer until a first response is complete, so it
-    never closes a connection whose request line or headers stay partial; it only closes an
-    idle connection ``timeout_keep_alive`` seconds after a complete response. Both are asserted
-    as they are, so that adding a header timeout shows up here.
-    """
-    server = start(TOTAL, "--max-in-flight", "4")
+def test_slow_clients_are_disconnected_after_the_header_timeout(start: Start) -> None:
+    """Slow clients that never finish their headers hold no event slot while they dribble
+    (with a limit of 4 events in flight, 16 of them leave the server answering 200), and are
+    disconnected ``--header-timeout-s`` after they connected; an idle keep-alive connection is
+    closed ``timeout_keep_alive`` seconds after its last answer."""
+    server = start(TOTAL, "--max-in-flight", "4", "--header-timeout-s", str(HEADER_TIMEOUT_S))
     sockets: list[socket.socket] = []
     try:
         # an idle keep-alive connection: one complete request and its answer, then nothing
@@ -230,32 +226,41 @@ def test_partial_requests_do_not_stop_the_server_serving_others(start: Start) ->
         assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")
         idle_since = time.monotonic()
         partial: list[tuple[socket.socket, int]] = []  # each socket and what it has sent
+        connected = time.monotonic()
         for index in range(16):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sockets.append(sock)
             cut = PARTIAL_CUTS[index % len(PARTIAL_CUTS)]
             sock.sendall(SLOW_REQUEST[:cut])
             partial.append((sock, cut))
+        closed: set[int] = set()
         with httpx.Client(base_url=server.url, timeout=5) as client:
-            deadline = time.monotonic() + DRIBBLE_S
-            while time.monotonic() < deadline:  # dribble: a header byte each, then a good one
-                for index, (sock, sent) in enumerate(partial):
-                    sock.sendall(SLOW_REQUEST[sent : sent + 1])
+            deadline = connected + HEADER_TIMEOUT_S + 2.0
+            while time.monotonic() < deadline and len(closed) < len(partial):
+                for index, (sock, sent) in enumerate(partial):  # dribble a header byte each
+                    if index in closed:
+                        continue
+                    try:
+                        sock.sendall(SLOW_REQUEST[sent : sent + 1])
+                    except OSError:
+                        closed.add(index)
+                        continue
                     partial[index] = (sock, sent + 1)
+                    if is_closed_by_peer(sock):
+                        closed.add(index)
                 response = client.post("/", json={"a": 1, "b": 2})
                 assert response.status_code == 200
                 assert response.json() == {"total": 3}
                 time.sleep(0.1)
-            in_flight = client.get("/metrics").text.splitlines()
-            assert "servegraph_http_in_flight 0" in in_flight
-        # the idle keep-alive connection is closed after timeout_keep_alive...
+            assert "servegraph_http_in_flight 0" in client.get("/metrics").text.splitlines()
+        assert len(closed) == len(partial)
+        assert time.monotonic() - connected >= HEADER_TIMEOUT_S - 0.5
+        # the idle keep-alive connection is closed after timeout_keep_alive
         closed_deadline = idle_since + KEEP_ALIVE_S + 2.0
         while not is_closed_by_peer(idle) and time.monotonic() < closed_deadline:
             time.sleep(0.1)
         assert is_closed_by_peer(idle)
         assert time.monotonic() - idle_since >= KEEP_ALIVE_S - 0.5
-        # ...but the partial requests are still open: uvicorn has no header timeout
-        assert not any(is_closed_by_peer(sock) for sock, _ in partial)
     finally:
         for sock in sockets:
             sock.close()

@@ -13,6 +13,7 @@ from servegraph.errors import GraphError, MissingDependencyError
 from servegraph.graph.spec import GraphSpec
 from servegraph.server import run
 from servegraph.server.app import ServingApp
+from servegraph.server.protocol import HeaderTimeoutProtocol
 from servegraph.settings import Limits, ServerSettings
 
 
@@ -135,9 +136,24 @@ def test_serve_checks_the_target_then_hands_uvicorn_the_factory(
     assert kwargs["timeout_graceful_shutdown"] == 4.0
     assert kwargs["access_log"] is True
     assert kwargs["reload"] is True
-    assert (kwargs["loop"], kwargs["http"], kwargs["lifespan"]) == ("auto", "auto", "on")
+    assert (kwargs["loop"], kwargs["lifespan"]) == ("auto", "on")
+    assert kwargs["http"] is HeaderTimeoutProtocol
     app = run.create_app()  # what each worker builds from what serve() left in the environment
     assert (app.spec, app.settings) == (SPEC, settings)
+    assert HeaderTimeoutProtocol.header_timeout_s == settings.header_timeout_s
+
+
+def test_a_single_worker_gets_the_app_itself_built_once(clean_env: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    clean_env.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    run.serve(f"{HERE}:GRAPH", ServerSettings(header_timeout_s=3.0))
+    [(args, kwargs)] = calls
+    assert isinstance(args[0], ServingApp)
+    assert args[0].spec == SPEC
+    assert kwargs["factory"] is False
+    assert HeaderTimeoutProtocol.header_timeout_s == 3.0
 
 
 def test_serve_refuses_an_invalid_graph_before_starting(clean_env: pytest.MonkeyPatch) -> None:

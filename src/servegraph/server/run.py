@@ -79,7 +79,9 @@ def create_app() -> ServingApp:
     if not reference:
         message = f"{TARGET_VARIABLE} is not set: it names the graph to serve"
         raise GraphError(message)
-    return ServingApp(load_target(reference), settings=ServerSettings.from_env())
+    settings = ServerSettings.from_env()
+    _configure_protocol(settings)
+    return ServingApp(load_target(reference), settings=settings)
 
 
 def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> None:
@@ -113,6 +115,7 @@ def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> Non
         _check_in_child(target)
         os.environ.update(environment_of(target, settings))
         app = FACTORY
+    http = _configure_protocol(settings)
     with _stopping_quietly():
         uvicorn.run(
             app,
@@ -121,7 +124,7 @@ def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> Non
             port=settings.port,
             workers=settings.workers,
             loop="auto",
-            http="auto",
+            http=http,
             lifespan="on",
             access_log=settings.access_log,
             # uvicorn annotates an int but only hands it to asyncio.wait_for, which takes a float
@@ -159,6 +162,16 @@ def _stopping_quietly() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _configure_protocol(settings: ServerSettings) -> Any:
+    """The HTTP protocol uvicorn runs: httptools with a header timeout when available."""
+    try:
+        from .protocol import HeaderTimeoutProtocol
+    except ImportError:  # pragma: no cover - the server extra installs httptools
+        return "auto"
+    HeaderTimeoutProtocol.header_timeout_s = settings.header_timeout_s
+    return HeaderTimeoutProtocol
 
 
 def check_target(target: str) -> None:

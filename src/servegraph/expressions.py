@@ -162,7 +162,7 @@ def compile_expression(text: str, *, names: Sequence[str] = ("event",)) -> Expre
         servegraph.expressions.ExpressionError: calling 'open' is not allowed
     """
     bound = _check_names(names)
-    # eval() drops leading blanks and so must we; the shift keeps columns true to ``text``.
+    # Python's own evaluator drops leading blanks and so must we; the shift keeps columns true to ``text``.
     source = text.lstrip(" \t")
     shift = len(text) - len(source)
     compiler = _Compiler(text, bound, shift)

@@ -17,7 +17,13 @@ DOCUMENTED = {
     "GraphSpec",
     "MissingDependencyError",
     "MockServer",
+    "ModelRouter",
+    "ModelServer",
+    "NotReadyError",
+    "OverloadedError",
+    "ParallelRun",
     "ProtocolError",
+    "Response",
     "RoutingError",
     "ServegraphError",
     "StepError",
@@ -26,6 +32,7 @@ DOCUMENTED = {
     "StepSpec",
     "StepTimeout",
     "Topology",
+    "VotingEnsemble",
     "__version__",
 }
 OPTIONAL = (

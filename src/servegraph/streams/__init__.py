@@ -1,0 +1,1 @@
+"""Queue backends (memory, Redis Streams, NATS JetStream) behind one small interface."""

@@ -162,7 +162,8 @@ def compile_expression(text: str, *, names: Sequence[str] = ("event",)) -> Expre
         servegraph.expressions.ExpressionError: calling 'open' is not allowed
     """
     bound = _check_names(names)
-    # Python's own evaluator drops leading blanks and so must we; the shift keeps columns true to ``text``.
+    # Python drops leading blanks of an expression and so must we; the shift keeps the
+    # columns of error messages true to ``text``.
     source = text.lstrip(" \t")
     shift = len(text) - len(source)
     compiler = _Compiler(text, bound, shift)

@@ -335,7 +335,7 @@ class NatsBackend:
         )
 
     async def aclose(self) -> None:
-        """Unsubscribe, and drain the connection if this backend opened it; idempotent."""
+        """Unsubscribe, and close the connection if this backend opened it; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -344,12 +344,13 @@ class NatsBackend:
         if nc is None or nc.is_closed:
             return
         with _nats_errors("close"):
+            for state in groups.values():
+                for sub in state.subscriptions.values():
+                    await sub.unsubscribe()
             if self._owned:
-                await nc.drain()
-            else:
-                for state in groups.values():
-                    for sub in state.subscriptions.values():
-                        await sub.unsubscribe()
+                # Not drain(): with pull subscriptions it waits out its whole timeout (30 s),
+                # and a message fetched but not acked is redelivered by the server anyway.
+                await nc.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -15,6 +15,7 @@ MODULES = [
     "servegraph.graph.plot",
     "servegraph.testing",
     "servegraph.expressions",
+    "servegraph.protocol.metadata",
     "servegraph.compat.mlrun.model",
 ]
 

@@ -14,6 +14,7 @@ import pytest
 
 from servegraph.errors import MissingDependencyError, ProtocolError
 from servegraph.protocol import v2
+from servegraph.protocol.metadata import error_body, model_metadata, server_metadata
 from servegraph.protocol.v2 import (
     DATATYPES,
     InferRequest,
@@ -24,14 +25,11 @@ from servegraph.protocol.v2 import (
     decode_request,
     encode_output,
     encode_response,
-    error_body,
     input_array,
     input_list,
     is_v2_request,
-    model_metadata,
     response_dict,
     select_outputs,
-    server_metadata,
 )
 
 ALL = list(DATATYPES)

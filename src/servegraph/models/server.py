@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from ..errors import NotReadyError, ProtocolError
 from ..event import Event
 from ..protocol import v2
+from ..protocol.metadata import model_metadata
 from .batching import Batcher, BatchSettings
 from .loading import find_model_file, load_model_file
 from .records import PredictionRecord
@@ -185,7 +186,7 @@ class ModelServer:
     def metadata(self) -> dict[str, Any]:
         """The model's Open Inference Protocol metadata."""
         versions = [self.version] if self.version else []
-        return v2.model_metadata(self.name, versions, self.platform, self.inputs, self.outputs)
+        return model_metadata(self.name, versions, self.platform, self.inputs, self.outputs)
 
     async def aclose(self) -> None:
         """Stop the batcher (queued requests fail clearly) and the thread pool."""

@@ -22,7 +22,7 @@ from ..errors import (
 )
 from ..event import Response as Response
 from ..models.server import ModelServer
-from ..protocol import v2
+from ..protocol.metadata import server_metadata
 
 SERVER_NAME = "servegraph"
 HEALTH_LIVE = "/v2/health/live"
@@ -92,5 +92,5 @@ def server_response(path: str, steps: Iterable[object]) -> Response | None:
             return Response(503, {"ready": False, "error": "; ".join(problems)})
         return Response(200, {"ready": True})
     if path == SERVER_METADATA:
-        return Response(200, v2.server_metadata(SERVER_NAME, __version__, []))
+        return Response(200, server_metadata(SERVER_NAME, __version__, []))
     return Response(200, {"models": sorted({model.name for model in models})})

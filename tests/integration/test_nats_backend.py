@@ -23,7 +23,7 @@ import pytest
 
 from servegraph.errors import BackendError
 from servegraph.streams.base import QueueBackend
-from servegraph.streams.conformance import CHECKS, BackendFactory
+from servegraph.streams.conformance import CHECKS, BackendFactory, run_check
 from servegraph.streams.nats import NatsBackend, sanitise
 
 pytestmark = pytest.mark.integration
@@ -81,10 +81,7 @@ def _unique(prefix: str) -> str:
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
 def test_conformance(check: Callable[[BackendFactory], Awaitable[None]]) -> None:
-    async def run() -> None:
-        await check(nats_factory)
-
-    asyncio.run(run())
+    run_check(check, nats_factory)
 
 
 def test_republished_event_id_is_deduplicated_by_the_server() -> None:

@@ -18,7 +18,7 @@ from redis import exceptions as redis_exceptions
 
 from servegraph.errors import BackendError
 from servegraph.streams.base import QueueBackend
-from servegraph.streams.conformance import CHECKS, BackendFactory
+from servegraph.streams.conformance import CHECKS, BackendFactory, run_check
 from servegraph.streams.redis import PARKING_CONSUMER, RedisBackend
 
 pytestmark = pytest.mark.integration
@@ -73,10 +73,7 @@ def _unique(prefix: str) -> str:
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
 def test_conformance(check: Callable[[BackendFactory], Awaitable[None]]) -> None:
-    async def run() -> None:
-        await check(redis_factory)
-
-    asyncio.run(run())
+    run_check(check, redis_factory)
 
 
 def test_maxlen_trims_the_stream_approximately() -> None:

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from servegraph.streams.base import QueueBackend
-from servegraph.streams.conformance import CHECKS, BackendFactory
+from servegraph.streams.conformance import CHECKS, BackendFactory, run_check
 from servegraph.streams.memory import MemoryBackend, MemoryBroker, default_broker
 
 
@@ -23,10 +23,7 @@ async def memory_factory(stream: str) -> AsyncIterator[QueueBackend]:
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__)
 def test_conformance(check: Callable[[BackendFactory], Awaitable[None]]) -> None:
-    async def run() -> None:  # CHECKS are typed Awaitable; asyncio.run wants a coroutine
-        await check(memory_factory)
-
-    asyncio.run(run())
+    run_check(check, memory_factory)
 
 
 def test_memory_backend_is_a_queue_backend() -> None:

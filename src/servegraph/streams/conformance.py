@@ -335,3 +335,12 @@ CHECKS: tuple[Callable[[BackendFactory], Awaitable[None]], ...] = (
     check_aclose_is_idempotent,
 )
 """Every check, in a stable order (use ``check.__name__`` as the test id)."""
+
+
+def run_check(check: Callable[[BackendFactory], Awaitable[None]], factory: BackendFactory) -> None:
+    """Run one check to completion on a new event loop (what a test of a backend calls)."""
+
+    async def checked() -> None:
+        await check(factory)
+
+    asyncio.run(checked())

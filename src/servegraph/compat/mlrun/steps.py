@@ -127,34 +127,12 @@ class MLRunStep:
         return self.call(value)
 
 
-class ErrorHandler:
+class ErrorHandler(MLRunStep):
     """Runs an MLRun error step (a function or a class) on the MLRun view of the failed event."""
-
-    def __init__(
-        self,
-        context: Any = None,
-        name: str | None = None,
-        *,
-        target: str,
-        method: str | None = None,
-        class_args: dict[str, Any] | None = None,
-        full_event: bool = False,
-    ) -> None:
-        self.call, self.full_event = build_callable(
-            target,
-            context=context,
-            name=name,
-            class_args=class_args,
-            method=method,
-            full_event=full_event,
-        )
 
     def do_event(self, event: Event) -> Any:
         """Call the handler with the MLRun view of ``event`` (or its body)."""
-        view = MLRunEvent.of_failure(event)
-        if self.full_event:
-            return self.call(view)
-        return self.call(view.body)
+        return super().do_event(MLRunEvent.of_failure(event))
 
 
 class ModelRouter:

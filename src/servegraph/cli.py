@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(subcommands, common)
     _add_test(subcommands, common)
     _add_serve(subcommands, common)
+    _add_consume(subcommands, common)
     _add_invoke(subcommands, common)
     return parser
 
@@ -309,6 +310,48 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         serve(args.target, settings, reload=args.reload)
     except MissingDependencyError as exc:
+        raise InputError(str(exc)) from exc
+    return EXIT_OK
+
+
+# -- consume ----------------------------------------------------------------------------------
+
+
+def _add_consume(subcommands: Any, common: argparse.ArgumentParser) -> None:
+    parser = subcommands.add_parser(
+        "consume",
+        parents=[common],
+        help="run one segment of a graph as a stream consumer",
+        description="Consume the stream of a queue step and run the segment after it, at "
+        "least once, until SIGTERM (events in flight finish and are acked first). Run "
+        "several processes of one segment to share its stream.",
+    )
+    parser.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a .json, .yaml or .yml spec file, or 'module:attribute' naming a Graph, a "
+        "GraphSpec or a function of no arguments that returns one",
+    )
+    parser.add_argument(
+        "--segment", required=True, metavar="NAME", help="the segment to run (a queue step's name)"
+    )
+    parser.add_argument(
+        "--consumer", metavar="NAME", help="this process's name in the group (host-pid)"
+    )
+    parser.set_defaults(command=_run_consume)
+
+
+def _run_consume(args: argparse.Namespace) -> int:
+    from .server.run import load_target
+    from .streams.process import consume
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    spec = load_target(args.target)
+    try:
+        consume(spec, args.segment, consumer=args.consumer)
+    except GraphError:
+        raise
+    except ServegraphError as exc:  # an unreachable broker, a missing client library
         raise InputError(str(exc)) from exc
     return EXIT_OK
 

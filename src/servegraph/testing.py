@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -16,8 +16,13 @@ from .engine.runner import AsyncRunner, SyncRunner
 from .errors import ProtocolError, ServegraphError
 from .event import EVENT_ID_HEADER, Event
 from .graph.resolve import Namespace
+from .graph.segments import MAIN, has_queues
 from .graph.spec import EngineKind, GraphSpec
 from .server.responses import Response, as_response, error_response, server_response
+
+if TYPE_CHECKING:
+    from .streams.consumer import SegmentConsumer
+    from .streams.runtime import StreamRuntime
 
 _decode_json = msgspec.json.decode
 
@@ -52,9 +57,15 @@ class MockServer:
         self.context = Context(
             params={**spec.params, **(params or {})}, is_mock=True, verbose=verbose
         )
-        self.plan: Plan = compile_plan(
-            spec, namespace=namespace, context=self.context, engine=chosen
-        )
+        self.streams: StreamRuntime | None = None
+        self.results: dict[str, list[Any]] = {}
+        """The answers of each segment after a queue, in the order its events finished."""
+        self._consumers: list[SegmentConsumer] = []
+        self._instances: tuple[object, ...] = ()
+        if has_queues(spec):
+            self.plan: Plan = self._compile_streams(spec, namespace, chosen)
+        else:
+            self.plan = compile_plan(spec, namespace=namespace, context=self.context, engine=chosen)
         self.engine = (
             EngineKind.ASYNC
             if chosen is EngineKind.ASYNC or (chosen is EngineKind.AUTO and self.plan.is_async)
@@ -62,7 +73,52 @@ class MockServer:
         )
         self._sync = None if self.plan.is_async else SyncRunner(self.plan)
         self._async = AsyncRunner(self.plan)
+        self._run: Callable[[Event], Awaitable[Any]] = (
+            self._async.run if self.streams is None else self._run_through_streams
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _compile_streams(self, spec: GraphSpec, namespace: Namespace, engine: EngineKind) -> Plan:
+        """Run every queue on a broker of this server's own; consumers drain after each event."""
+        from .streams.memory import MemoryBroker
+        from .streams.runtime import StreamRuntime
+
+        self.streams = StreamRuntime(
+            spec,
+            namespace=namespace,
+            context=self.context,
+            broker=MemoryBroker(),
+            options={"retry_delay_s": 0.0},
+        )
+        engine = EngineKind.ASYNC if engine is EngineKind.AUTO else engine
+        plan = self.streams.compile(MAIN, engine=engine)
+        instances = list(plan.instances)
+        for segment in self.streams.segments:
+            if segment == MAIN:
+                continue
+            segment_plan = self.streams.compile(segment)
+            instances.extend(segment_plan.instances)
+            consumer = self.streams.consumer(segment, consumer="mock", plan=segment_plan)
+            consumer.answers = self.results[segment] = []
+            self._consumers.append(consumer)
+        self._instances = tuple(instances)
+        return plan
+
+    async def _run_through_streams(self, event: Event) -> Any:
+        answer = await self._async.run(event)
+        await self.drain_streams()
+        return answer
+
+    async def drain_streams(self) -> None:
+        """Run the segments after the queues until their streams are empty (``test`` does it
+        after every event)."""
+        moved = True
+        while moved:
+            moved = False
+            for consumer in self._consumers:
+                while await consumer.poll(block_ms=0):
+                    moved = True
+                await consumer.drain()
 
     def test(
         self,
@@ -87,7 +143,7 @@ class MockServer:
         if self.engine is EngineKind.SYNC:
             assert self._sync is not None  # the sync engine is only chosen for sync plans
             return self._sync.run(event)
-        return self._drive(self._async.run(event))
+        return self._drive(self._run(event))
 
     async def atest(
         self,
@@ -100,14 +156,14 @@ class MockServer:
     ) -> Any:
         """Like ``test``, awaited inside a running event loop."""
         event = self._event(path, body, method, headers, content_type, event_id)
-        return await self._async.run(event)
+        return await self._run(event)
 
     def run_event(self, event: Event) -> Any:
         """Run a ready-made Event and return its answer."""
         if self.engine is EngineKind.SYNC:
             assert self._sync is not None
             return self._sync.run(event)
-        return self._drive(self._async.run(event))
+        return self._drive(self._run(event))
 
     def request(
         self,
@@ -156,7 +212,7 @@ class MockServer:
             return answered
         try:
             event = self._event(path, body, method, headers, content_type, None)
-            return as_response(await self._async.run(event))
+            return as_response(await self._run(event))
         except ServegraphError as exc:
             return error_response(exc)
 
@@ -166,16 +222,20 @@ class MockServer:
     def close(self) -> None:
         """Release the server: run every step object's ``aclose()`` or ``close()`` hook (sync or
         async, last built first), then cancel what is left on the server's loop and close it."""
-        pending = close_steps(self.plan.instances)
+        pending = close_steps(self._instances or self.plan.instances)
         if pending:
             self._ensure_loop().run_until_complete(await_all(pending))
+        if self.streams is not None:
+            self._ensure_loop().run_until_complete(self.streams.aclose())
         if self._loop is not None:
             self._finalizer()
             self._loop = None
 
     async def aclose(self) -> None:
         """Like ``close``, awaited inside a running event loop (the server's own loop unused)."""
-        await await_all(close_steps(self.plan.instances))
+        await await_all(close_steps(self._instances or self.plan.instances))
+        if self.streams is not None:
+            await self.streams.aclose()
         if self._loop is not None:
             self._finalizer()
             self._loop = None

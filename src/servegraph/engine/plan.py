@@ -71,19 +71,22 @@ def compile_plan(
     context: Context | None = None,
     engine: EngineKind = EngineKind.AUTO,
     offload: Executor | None = None,
+    queues: Callable[[StepSpec], Callable[[Any], Any]] | None = None,
 ) -> Plan:
     """Validate ``spec``, build its steps and compile them into a Plan.
 
     With ``offload`` (what servers pass), blocking sync steps run in that executor, so that
     they never stall the event loop; a step is blocking unless its spec says
-    ``blocking=False`` or its class has ``blocking = False``.
+    ``blocking=False`` or its class has ``blocking = False``. ``queues`` builds the call of
+    each queue step (an async call that writes the event to its stream): the stream runtime
+    gives it; without it, a graph with queue steps does not compile.
 
     Raises:
         GraphError: every problem found, each naming its step (validation, imports, constructors,
             async steps under the sync engine).
     """
     check(spec, namespace)
-    return _Compiler(spec, namespace, context or Context(), engine, offload).compile()
+    return _Compiler(spec, namespace, context or Context(), engine, offload, queues).compile()
 
 
 class _Compiler:
@@ -94,8 +97,10 @@ class _Compiler:
         context: Context,
         engine: EngineKind,
         offload: Executor | None,
+        queues: Callable[[StepSpec], Callable[[Any], Any]] | None,
     ) -> None:
         self.offload = offload
+        self.queues = queues
         self.spec = spec
         self.namespace = namespace
         self.context = context
@@ -135,6 +140,8 @@ class _Compiler:
 
     def _node(self, step: StepSpec) -> _Draft:
         try:
+            if step.kind is StepKind.QUEUE:
+                return self._queue(step)
             if step.kind is StepKind.ROUTER:
                 routes = {route.name: self._route(route) for route in step.routes}
                 selector = build_selector(step, self.namespace, self.context)
@@ -153,6 +160,15 @@ class _Compiler:
         callee = self._offloaded(step, callee)
         call = self._traced(step.name, callee.call, callee.takes_body, callee.is_async)
         return _Draft(step, call, callee.takes_body, callee.is_async)
+
+    def _queue(self, step: StepSpec) -> _Draft:
+        if self.queues is None:
+            message = (
+                "a queue step needs the stream runtime: run the graph with a mock server, "
+                "`servegraph serve` or `servegraph consume`"
+            )
+            raise GraphError([Problem(step.name, message)])
+        return _Draft(step, self._traced(step.name, self.queues(step), False, True), False, True)
 
     def _route(self, route: StepSpec) -> Node:
         callee = build_callee(

@@ -48,6 +48,19 @@ class StepRef:
         """
         return self._graph.add_step(target, name, after=self.name, **options)
 
+    def to_queue(self, name: str, stream: str, **options: Any) -> StepRef:
+        """Add a queue step after this one: events are written to ``stream`` and the steps
+        added after the queue run in its own segment, in the processes that consume it.
+
+        Args:
+            name: the queue step's name, which is also its segment's name.
+            stream: the stream URL (``redis://host:6379/events``, ``nats://host:4222/events``,
+                ``memory://events``).
+            **options: the consumers' options (``QueueOptions``: ``group``, ``key``, ``batch``,
+                ``max_in_flight``, ``max_deliveries``, ``retry_delay_s``, ``dead_letter``...).
+        """
+        return self._graph.add_queue(name, stream, after=self.name, **options)
+
     def respond(self) -> Self:
         """Make this step the responder: its result is the answer to the caller."""
         self._graph._replace(self._index, responder=True)
@@ -156,6 +169,29 @@ class Graph:
             raise GraphError(message)
         parents = (after,) if isinstance(after, str) else tuple(after or ())
         step = dataclasses.replace(self._make_step(target, name, options), after=parents)
+        return self._append(step)
+
+    def to_queue(self, name: str, stream: str, **options: Any) -> StepRef:
+        """Add a queue step as an entry of the flow: a stream trigger, whose segment runs the
+        steps added after it for every event written to ``stream``."""
+        return self.add_queue(name, stream, **options)
+
+    def add_queue(
+        self,
+        name: str,
+        stream: str,
+        *,
+        after: str | Iterable[str] | None = None,
+        **options: Any,
+    ) -> StepRef:
+        """Add a queue step after the named step(s); see ``StepRef.to_queue``."""
+        if self.topology is Topology.ROUTER:
+            message = "a router graph has routes, not steps: queues go in a flow"
+            raise GraphError(message)
+        parents = (after,) if isinstance(after, str) else tuple(after or ())
+        step = StepSpec(
+            name=name, kind=StepKind.QUEUE, stream=stream, options=dict(options), after=parents
+        )
         return self._append(step)
 
     def add_router(

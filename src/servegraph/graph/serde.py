@@ -8,7 +8,9 @@ The dict format (``version`` 1)::
                           "full_event": false, "input_path": "a.b", "result_path": "c",
                           "on_error": "<name>"},
                "<router>": {"kind": "router", "default_route": "m1",
-                            "routes": {"<route>": {...step keys...}}}}}
+                            "routes": {"<route>": {...step keys...}}},
+               "<queue>": {"kind": "queue", "stream": "redis://host:6379/events",
+                           "options": {"max_deliveries": 5}, "after": ["<name>"]}}}
 
 A router graph is ``{"version": 1, "kind": "router", "routes": {...}, "default_route": ...}``.
 Keys with their default value are left out; unknown keys are errors that list the allowed ones.
@@ -39,6 +41,8 @@ STEP_KEYS = frozenset(
         "routes",
         "default_route",
         "blocking",
+        "stream",
+        "options",
     }
 )
 GRAPH_KEYS = frozenset({"version", "kind", "engine", "on_error", "params", "steps", "stop_on_none"})
@@ -188,12 +192,14 @@ def _step_to_dict(step: StepSpec, problems: list[Problem]) -> dict[str, Any]:
         data["handler"] = handler
     if step.class_args:
         data["class_args"] = dict(step.class_args)
+    if step.options:
+        data["options"] = dict(step.options)
     for key in ("full_event", "responder"):
         if getattr(step, key):
             data[key] = True
     if step.blocking is not None:
         data["blocking"] = step.blocking
-    for key in ("input_path", "result_path", "on_error", "default_route"):
+    for key in ("input_path", "result_path", "on_error", "default_route", "stream"):
         value = getattr(step, key)
         if value is not None:
             data[key] = value
@@ -260,6 +266,8 @@ def _step_from_dict(name: str, data: Mapping[str, Any], problems: list[Problem])
         routes=_steps_from(data.get("routes"), "routes", problems),
         default_route=text("default_route"),
         blocking=_typed(data, "blocking", bool, name, problems),
+        stream=text("stream"),
+        options=dict(_typed(data, "options", Mapping, name, problems) or {}),
     )
 
 

@@ -11,10 +11,12 @@ SPEC_VERSION = 1
 
 
 class StepKind(StrEnum):
-    """What a step does: run user code (task) or pick one of its routes (router)."""
+    """What a step does: run user code (task), pick one of its routes (router), or hand the
+    event to a stream (queue: the steps after it run in another segment)."""
 
     TASK = "task"
     ROUTER = "router"
+    QUEUE = "queue"
 
 
 class Topology(StrEnum):
@@ -42,6 +44,10 @@ class StepSpec:
     was built from one, and is not part of the spec's identity. ``blocking=False`` declares a
     sync step fast enough to run on the event loop in a server (default: a sync step is run in
     the server's thread pool, unless its class says ``blocking = False``).
+
+    A queue step writes events to ``stream`` (a URL such as ``"redis://host:6379/events"``,
+    ``"nats://host:4222/events"`` or ``"memory://events"``); ``options`` configure the
+    consumers of the segment that starts after it (see ``servegraph.streams.settings``).
     """
 
     name: str
@@ -58,6 +64,8 @@ class StepSpec:
     routes: tuple[StepSpec, ...] = ()
     default_route: str | None = None
     blocking: bool | None = None
+    stream: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
     target: object = field(default=None, compare=False, repr=False)
 
     @property

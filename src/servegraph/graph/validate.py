@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import GraphError, Problem
 from .resolve import Namespace, ResolveError, resolve
+from .segments import segment_problems
 from .spec import GraphSpec, StepKind, StepSpec, Topology
 
 DEFAULT_METHODS = ("do_event", "do")
@@ -60,6 +61,8 @@ def find_problems(spec: GraphSpec, namespace: Namespace = None) -> Iterator[Prob
             yield Problem(step.name, "a step cannot be its own error handler")
         yield from _check_step(step, namespace)
     yield from _check_cycles(spec)
+    if not duplicated:
+        yield from segment_problems(spec)
 
 
 def resolve_step(step: StepSpec, namespace: Namespace) -> Any:
@@ -105,6 +108,11 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
     for field, path in (("input_path", step.input_path), ("result_path", step.result_path)):
         if path is not None and (not path or any(not part for part in path.split("."))):
             yield Problem(step.name, f"{field} {path!r} is not a dotted path like 'a.b'")
+    if step.kind is StepKind.QUEUE:
+        yield from _check_queue(step)
+        return
+    if step.stream is not None or step.options:
+        yield Problem(step.name, "stream and options are for queue steps (kind 'queue')")
     if step.kind is StepKind.ROUTER:
         yield from _check_router(step, namespace)
         return
@@ -143,6 +151,40 @@ def _check_step(step: StepSpec, namespace: Namespace) -> Iterator[Problem]:
         yield Problem(step.name, GENERATOR_PROBLEM)
     if full_event and step.input_path is not None:
         message = "input_path has no effect on a full-event step (it gets the whole event)"
+        yield Problem(step.name, message)
+
+
+def _check_queue(step: StepSpec) -> Iterator[Problem]:
+    from ..streams.settings import QueueOptions, StreamURL
+
+    if step.stream is None:
+        message = "a queue step needs a stream URL, e.g. stream='redis://127.0.0.1:6379/events'"
+        yield Problem(step.name, message)
+    else:
+        try:
+            StreamURL.parse(step.stream)
+        except ValueError as exc:
+            yield Problem(step.name, str(exc))
+    try:
+        QueueOptions.parse(step.options)
+    except ValueError as exc:
+        yield Problem(step.name, str(exc))
+    misplaced = [
+        option
+        for option, value in (
+            ("class_name", step.class_name),
+            ("handler", step.handler),
+            ("class_args", step.class_args),
+            ("routes", step.routes),
+            ("input_path", step.input_path),
+            ("result_path", step.result_path),
+            ("full_event", step.full_event),
+            ("responder", step.responder),
+        )
+        if value
+    ]
+    if misplaced:
+        message = f"a queue step cannot set {', '.join(misplaced)}; it only writes to its stream"
         yield Problem(step.name, message)
 
 

@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from ..context import Context
@@ -25,8 +25,13 @@ from ..engine.runner import AsyncRunner
 from ..errors import ProtocolError, ServegraphError
 from ..event import EVENT_ID_HEADER, Event, Response
 from ..graph.resolve import Namespace
+from ..graph.segments import MAIN, has_queues
 from ..graph.spec import EngineKind, GraphSpec
 from ..settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ..streams.runtime import StreamRuntime
+
 from .codec import BINARY, JSON, TEXT, encode_answer
 from .codec import decode_body as decode_request_body
 from .limits import Deadlines
@@ -75,6 +80,7 @@ class ServingApp:
         self.namespace = namespace
         self.params = dict(params or {})
         self.plan: Plan | None = None
+        self.streams: StreamRuntime | None = None
         self.statuses: Counter[int] = Counter()
         self._openapi: dict[str, Any] | None = None
         self._runner: AsyncRunner | None = None
@@ -112,6 +118,8 @@ class ServingApp:
         async with self._starting:
             if self._runner is None:
                 self.plan = await asyncio.to_thread(self._compile)
+                if self.streams is not None:
+                    await self.streams.check(MAIN)  # an unreachable broker fails startup
                 if self._deadlines is not None:
                     self._deadlines.start()
                 self._runner = AsyncRunner(self.plan)
@@ -122,10 +130,20 @@ class ServingApp:
             await self._deadlines.aclose()
         if self.plan is not None:
             await await_all(close_steps(self.plan.instances))
+        if self.streams is not None:
+            await self.streams.aclose()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _compile(self) -> Plan:
         context = Context(params={**self.spec.params, **self.params})
+        if has_queues(self.spec):
+            # The front runs the main segment: its queue steps answer once the event is written.
+            from ..streams.runtime import StreamRuntime
+
+            self.streams = StreamRuntime(
+                self.spec, namespace=self.namespace, context=context, offload=self._executor
+            )
+            return self.streams.compile(MAIN, engine=EngineKind.ASYNC)
         return compile_plan(
             self.spec,
             namespace=self.namespace,

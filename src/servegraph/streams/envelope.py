@@ -1,0 +1,115 @@
+"""The envelope: how an event travels through a stream, and how a dead letter records it.
+
+A message's payload is JSON ``{"body": ..., "path": "/", "headers": {...}}``; the event id and
+the ordering key travel as the message's own fields (``Message.event_id``, ``Message.key``),
+so the id is the same on every hop and sinks can de-duplicate on it. Trace context travels in
+``headers`` (``traceparent``), like the HTTP headers it came with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..event import Event
+from .base import Message
+
+ENVELOPE_VERSION = 1
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The payload of a stream message that carries an event."""
+
+    body: Any
+    path: str = "/"
+    headers: dict[str, str] = {}
+    v: int = ENVELOPE_VERSION
+
+
+class DeadLetter(msgspec.Struct, omit_defaults=True):
+    """What the dead-letter stream gets for an event that could not be processed.
+
+    ``event`` is the envelope as it arrived (None when the message was not one; ``raw`` then
+    holds its text), so that a fixed consumer can replay it.
+    """
+
+    error: str
+    step: str | None
+    segment: str
+    source: str
+    deliveries: int
+    event: Envelope | None = None
+    raw: str | None = None
+
+
+class EnvelopeError(ValueError):
+    """A message whose payload is not an envelope (not JSON, or not the known shape)."""
+
+
+def _default(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    message = f"cannot write a {type(value).__name__} to a stream: the body must be JSON data"
+    raise TypeError(message)
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_default)
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode_event(event: Event) -> bytes:
+    """The payload for ``event``.
+
+    Raises:
+        TypeError: the body holds something that is not JSON data (the message names its type).
+    """
+    headers = event.headers
+    return _encoder.encode(
+        Envelope(event.body, event.path, headers if type(headers) is dict else dict(headers))
+    )
+
+
+def decode_event(message: Message) -> Event:
+    """The event a message carries, with its id and key.
+
+    Raises:
+        EnvelopeError: the payload is not an envelope.
+    """
+    try:
+        envelope = _decoder.decode(message.body)
+    except msgspec.DecodeError as exc:
+        detail = f"the message is not a servegraph event envelope: {exc}"
+        raise EnvelopeError(detail) from exc
+    return Event(
+        envelope.body,
+        id=message.event_id,
+        key=message.key,
+        headers=envelope.headers,
+        path=envelope.path,
+        trigger="stream",
+    )
+
+
+def encode_answer(answer: Any) -> bytes:
+    """The payload of an answer written to an output stream (an envelope around it)."""
+    return _encoder.encode(Envelope(answer))
+
+
+def dead_letter(
+    message: Message, *, error: str, step: str | None, segment: str, source: str
+) -> bytes:
+    """The dead-letter payload for ``message``."""
+    try:
+        envelope: Envelope | None = _decoder.decode(message.body)
+        raw = None
+    except msgspec.DecodeError:
+        envelope, raw = None, message.body.decode("utf-8", errors="replace")
+    record = DeadLetter(error, step, segment, source, message.deliveries, envelope, raw)
+    return _encoder.encode(record)
+
+
+def read_dead_letter(payload: bytes) -> DeadLetter:
+    """Decode a dead-letter payload (for tools and tests that inspect the stream)."""
+    return msgspec.json.decode(payload, type=DeadLetter)

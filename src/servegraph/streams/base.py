@@ -9,7 +9,7 @@ with the event id that sinks de-duplicate on) is the stream runtime's job, not t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -78,6 +78,11 @@ class QueueBackend(Protocol):
 
     async def ack(self, group: str, message: Message) -> None:
         """Mark ``message`` processed by ``group``: it is not delivered to the group again."""
+        ...
+
+    async def ack_many(self, group: str, messages: Sequence[Message]) -> None:
+        """Ack several messages of ``group`` in one round trip where the broker allows: the
+        same as ``ack`` of each in turn (acking a message again does nothing)."""
         ...
 
     async def nack(self, group: str, message: Message, *, delay_s: float = 0.0) -> None:

@@ -24,6 +24,7 @@ from servegraph.streams.base import Message, QueueBackend
 __all__ = [
     "CHECKS",
     "BackendFactory",
+    "check_ack_many",
     "check_aclose_is_idempotent",
     "check_claim_stale",
     "check_consume_empty_waits_block_ms",
@@ -310,6 +311,42 @@ async def check_statistics(factory: BackendFactory) -> None:
         assert backend.statistics().acked == 3, f"acked 3, statistics: {backend.statistics()}"
 
 
+async def check_ack_many(factory: BackendFactory) -> None:
+    """``ack_many`` acks every message it is given, and only those: they do not come back,
+    the others do once nacked, and acking again (or nothing) changes nothing."""
+    total = 6
+    async with _bounded("check_ack_many") as progress, factory(_stream_name()) as backend:
+        for i in range(total):
+            await backend.publish(f"m{i}".encode(), event_id=f"ev-{i}")
+        progress.step = f"consuming {total} messages"
+        got = await _collect(backend, "g", "c", total)
+        assert len(got) == total, f"expected {total} messages, got {_describe(got)}"
+        await backend.ack_many("g", [])
+        assert backend.statistics().acked == 0, f"ack_many([]) acked: {backend.statistics()}"
+        acked, kept = got[:4], got[4:]
+        await backend.ack_many("g", acked)
+        stats = backend.statistics()
+        assert stats.acked == len(acked), f"ack_many of {len(acked)} messages: {stats}"
+        await backend.ack_many("g", acked[:2])
+        again = backend.statistics().acked
+        assert again == len(acked), f"acking twice counted again: acked={again}"
+        for message in kept:
+            await backend.nack("g", message)
+        progress.step = "waiting for the nacked messages only"
+        back = await _collect(backend, "g", "c", len(kept))
+        expected = sorted(m.event_id for m in kept)
+        assert sorted(m.event_id for m in back) == expected, (
+            f"after ack_many of {_describe(acked)} and nack of the rest, "
+            f"consume returned {_describe(back)}, expected {expected}"
+        )
+        await backend.ack_many("g", back)
+        assert backend.statistics().acked == total, f"acked all: {backend.statistics()}"
+        progress.step = "checking that nothing more is delivered"
+        await _expect_nothing(backend, "g", "c", block_ms=300, why="every message was acked")
+        claimed = await backend.claim_stale("g", "other", idle_ms=0)
+        assert claimed == [], f"claim_stale took acked messages {_describe(claimed)}"
+
+
 async def check_aclose_is_idempotent(factory: BackendFactory) -> None:
     """``aclose()`` may be called twice (and again on leaving the ``async with``)."""
     async with (
@@ -332,6 +369,7 @@ CHECKS: tuple[Callable[[BackendFactory], Awaitable[None]], ...] = (
     check_claim_stale,
     check_consume_empty_waits_block_ms,
     check_statistics,
+    check_ack_many,
     check_aclose_is_idempotent,
 )
 """Every check, in a stable order (use ``check.__name__`` as the test id)."""

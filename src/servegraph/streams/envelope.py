@@ -1,6 +1,6 @@
 """The envelope: how an event travels through a stream, and how a dead letter records it.
 
-A message's payload is JSON ``{"body": ..., "path": "/", "headers": {...}}``; the event id and
+A message's payload is JSON ``{"body": ..., "path": "/", "method": "POST", "headers": {...}}``; the event id and
 the ordering key travel as the message's own fields (``Message.event_id``, ``Message.key``),
 so the id is the same on every hop and sinks can de-duplicate on it. Trace context travels in
 ``headers`` (``traceparent``), like the HTTP headers it came with.
@@ -23,6 +23,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     body: Any
     path: str = "/"
+    method: str = "POST"
     headers: dict[str, str] = {}
     v: int = ENVELOPE_VERSION
 
@@ -67,7 +68,12 @@ def encode_event(event: Event) -> bytes:
     """
     headers = event.headers
     return _encoder.encode(
-        Envelope(event.body, event.path, headers if type(headers) is dict else dict(headers))
+        Envelope(
+            event.body,
+            event.path,
+            event.method,
+            headers if type(headers) is dict else dict(headers),
+        )
     )
 
 
@@ -87,6 +93,7 @@ def decode_event(message: Message) -> Event:
         id=message.event_id,
         key=message.key,
         headers=envelope.headers,
+        method=envelope.method,
         path=envelope.path,
         trigger="stream",
     )

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Self
@@ -280,6 +280,20 @@ class MemoryBackend:
             group_state, index = found
             del group_state.pending[index]
             self._acked += 1
+
+    async def ack_many(self, group: str, messages: Sequence[Message]) -> None:
+        """Ack each of ``messages`` (what ``ack`` does, for several at once).
+
+        Args:
+            group: the consumer group.
+            messages: messages delivered to the group.
+
+        Raises:
+            RuntimeError: the backend is closed.
+        """
+        self._state()  # closed or not, even with nothing to ack
+        for message in messages:
+            await self.ack(group, message)
 
     async def nack(self, group: str, message: Message, *, delay_s: float = 0.0) -> None:
         """Give ``message`` back to ``group``, to be delivered again after ``delay_s``.

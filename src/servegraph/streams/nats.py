@@ -29,7 +29,7 @@ import hashlib
 import re
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self
@@ -280,6 +280,24 @@ class NatsBackend:
         with _nats_errors(f"ack {message.id}"):
             await held.msg.ack()
         self._acked += 1
+
+    async def ack_many(self, group: str, messages: Sequence[Message]) -> None:
+        """Ack each of ``messages`` this process holds (the others are skipped, as by ``ack``).
+
+        A JetStream ack is a plain publish to the message's reply subject: nats-py buffers it
+        and its flusher writes the buffered acks together, with no reply awaited, so acking a
+        batch costs no round trip per message.
+        """
+        state = self._groups.get(group)
+        if state is None:
+            return
+        for message in messages:
+            held = state.in_flight.pop(message.id, None)
+            if held is None:
+                continue
+            with _nats_errors(f"ack {message.id}"):
+                await held.msg.ack()
+            self._acked += 1
 
     async def nack(self, group: str, message: Message, *, delay_s: float = 0.0) -> None:
         """``nak`` ``message``: the server redelivers it to the group after ``delay_s``."""

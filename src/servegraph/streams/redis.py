@@ -2,8 +2,24 @@
 
 Publishing is ``XADD`` (with approximate ``MAXLEN`` trimming); a consumer group is a Redis
 consumer group, created on first use from the stream's start (``XGROUP CREATE ... 0
-MKSTREAM``); consuming is ``XREADGROUP``, acking is ``XACK``, and taking over the messages
-of a dead consumer is ``XPENDING ... IDLE`` followed by ``XCLAIM``.
+MKSTREAM``); consuming is ``XREADGROUP``, acking is ``XACK`` (``ack_many`` sends one ``XACK``
+per 1000 ids), and taking over the messages of a dead consumer is ``XPENDING ... IDLE``
+followed by ``XCLAIM``.
+
+Publish coalescing. ``publish`` calls made concurrently by tasks of one event loop share
+round trips. A call made while no ``XADD`` is in flight sends its own at once, so a lone
+publish costs one round trip as ever (nothing waits for more calls to come). Calls made
+while one is in flight queue up; when it ends, a flush task sends everything queued in one
+pipeline (no transaction, at most 1000 ``XADD``s), then what was queued meanwhile, until
+nothing is left. Each caller returns once its own ``XADD`` has been answered (its message is
+in Redis) and gets its own ``BackendError`` if it failed. The flush task belongs to the
+backend: ``aclose`` waits for it, and publishes after ``aclose`` raise.
+
+Trimming. ``maxlen`` trims the stream on publish to about that many entries by dropping
+the *oldest* ones, whether or not every consumer group has read and acked them: Redis 7.0
+has no trimming that respects consumer groups. A message trimmed before a group read it is
+lost to that group without notice, and a trimmed pending message is skipped when claimed or
+retried. Keep ``maxlen`` well above the largest backlog the consumers may fall behind by.
 
 Nack. Redis has no native nack, so a nacked message is *parked*: one atomic script
 ``XCLAIM``s it (``JUSTID``, which leaves its delivery count alone) to the reserved consumer
@@ -25,6 +41,7 @@ stream runtime's job (it routes a key to one consumer); this backend does not en
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
@@ -46,6 +63,13 @@ PARKING_CONSUMER = "servegraph:parked"
 
 _HEADER_PREFIX = "h:"
 _CLAIM_PAGE = 100
+_ACK_CHUNK = 1000
+"""The most ids one ``XACK`` of ``ack_many`` carries."""
+_PUBLISH_BATCH = 1000
+"""The most ``XADD``s one publish pipeline carries (more wait for the next one)."""
+
+_Fields = dict[str, bytes | str]
+_Queued = tuple[_Fields, asyncio.Future[bytes | str | Exception]]
 
 # KEYS: stream, retry set. ARGV: group, parking consumer, message id, delay in ms.
 _NACK_SCRIPT = """
@@ -106,6 +130,9 @@ class RedisBackend:
         stream: the stream's key.
         url: the Redis server, used when ``client`` is not given.
         maxlen: trim the stream to about this many entries on publish (None: never trim).
+            Trimming drops the oldest entries whether or not they were consumed and acked
+            (Redis 7.0 has no ack-aware trimming), so ``maxlen`` must exceed the largest
+            backlog of unconsumed messages, or those are lost.
         client: a ``redis.asyncio.Redis`` to use; the backend does not close it.
     """
 
@@ -114,7 +141,7 @@ class RedisBackend:
         stream: str,
         *,
         url: str = "redis://127.0.0.1:6379",
-        maxlen: int | None = 100_000,
+        maxlen: int | None = 1_000_000,
         client: aioredis.Redis | None = None,
     ) -> None:
         self.stream = stream
@@ -130,6 +157,12 @@ class RedisBackend:
         self._acked = 0
         self._redelivered = 0
         self._in_flight: set[tuple[str, str]] = set()
+        self._queued: list[_Queued] = []
+        """Publishes waiting for the XADD in flight to end, with their callers' futures."""
+        self._flusher: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        """Set when no XADD is in flight (neither a lone one nor a flush task's pipeline)."""
+        self._idle.set()
 
     def retry_key(self, group: str) -> str:
         """The sorted set of (due time, message id) holding ``group``'s nacked messages."""
@@ -143,20 +176,89 @@ class RedisBackend:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str:
-        fields: dict[str, bytes | str] = {"body": body, "event_id": event_id}
+        """Append a message with ``XADD`` and return its id, once Redis has answered.
+
+        Concurrent calls share pipelines (see the module docstring).
+
+        Raises:
+            BackendError: the ``XADD`` failed, or the backend is closed.
+        """
+        if self._closed:
+            message = f"redis backend for stream {self.stream!r} is closed"
+            raise BackendError(message, retryable=False)
+        fields: _Fields = {"body": body, "event_id": event_id}
         if key is not None:
             fields["key"] = key
         if headers:
             for name, value in headers.items():
                 fields[_HEADER_PREFIX + name] = value
+        if not self._idle.is_set():
+            # an XADD is in flight: queue behind it, to go in the next pipeline
+            reply: asyncio.Future[bytes | str | Exception] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._queued.append((fields, reply))
+            result = await reply
+            if isinstance(result, redis_exceptions.RedisError):
+                raise _wrap(result, action="XADD") from result
+            if isinstance(result, Exception):
+                raise result  # not a Redis error (a bug): as it came, like a lone XADD's
+            return _text(result)
+        # nothing in flight: send at once (a lone publish costs one round trip, as ever)
+        self._idle.clear()
         try:
             message_id = await self._client.xadd(
                 self.stream, fields, maxlen=self.maxlen, approximate=True
             )
         except redis_exceptions.RedisError as exc:
             raise _wrap(exc, action="XADD") from exc
+        finally:
+            self._send_queued()
         self._published += 1
         return _text(message_id)
+
+    def _send_queued(self) -> None:
+        """An XADD ended: hand the calls queued meanwhile to a flush task, or be idle."""
+        if any(not reply.done() for _fields, reply in self._queued):
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_publishes())
+        else:
+            self._queued.clear()  # only callers cancelled while they waited, if any
+            self._idle.set()
+
+    async def _flush_publishes(self) -> None:
+        """Send the queued ``XADD``s, a pipeline at a time, until none is left; each reply
+        (or the error) goes to its caller's future."""
+        try:
+            while self._queued:
+                # a caller cancelled while it waited has given up: its XADD is not sent
+                batch = [item for item in self._queued[:_PUBLISH_BATCH] if not item[1].done()]
+                del self._queued[:_PUBLISH_BATCH]
+                if batch:
+                    await self._publish_batch(batch)
+        finally:
+            self._flusher = None
+            self._idle.set()
+
+    async def _publish_batch(self, batch: list[_Queued]) -> None:
+        replies: list[Any]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for fields, _reply in batch:
+                    pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+                replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # cancelled, the loop is stopping: the callers are cancelled too
+                for _fields, reply in batch + self._queued:
+                    reply.cancel()
+                self._queued.clear()
+                raise
+            replies = [exc] * len(batch)  # a failed round trip fails each of its XADDs
+        for (_fields, reply), result in zip(batch, replies, strict=True):
+            if not isinstance(result, Exception):
+                self._published += 1
+            if not reply.done():  # its caller may have been cancelled meanwhile
+                reply.set_result(result)
 
     async def consume(
         self, group: str, consumer: str, *, count: int = 16, block_ms: int = 1000
@@ -193,6 +295,30 @@ class RedisBackend:
             raise _wrap(exc, action="XACK") from exc
         self._in_flight.discard((group, message.id))
         self._acked += int(acked)
+
+    async def ack_many(self, group: str, messages: Sequence[Message]) -> None:
+        """Ack ``messages`` with one ``XACK`` per 1000 ids, in one round trip.
+
+        Raises:
+            BackendError: the ``XACK`` failed; none of the messages is taken as acked here
+                (some may be in Redis: acking them again does nothing).
+        """
+        if not messages:
+            return
+        ids = [message.id for message in messages]
+        try:
+            if len(ids) <= _ACK_CHUNK:
+                counts = [await self._client.xack(self.stream, group, *ids)]
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(ids), _ACK_CHUNK):
+                        pipe.xack(self.stream, group, *ids[start : start + _ACK_CHUNK])
+                    counts = await pipe.execute()
+        except redis_exceptions.RedisError as exc:
+            raise _wrap(exc, action="XACK") from exc
+        for message_id in ids:
+            self._in_flight.discard((group, message_id))
+        self._acked += sum(int(count) for count in counts)
 
     async def nack(self, group: str, message: Message, *, delay_s: float = 0.0) -> None:
         delay_ms = max(0, round(delay_s * 1000))
@@ -244,11 +370,18 @@ class RedisBackend:
         )
 
     async def aclose(self) -> None:
+        """Close: the publishes under way are sent and answered first, then the client is
+        closed if this backend opened it; later publishes raise ``BackendError``. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
+        try:
+            await self._idle.wait()  # the publishes under way, the flush task's included
+            if self._flusher is not None:
+                await self._flusher  # done by now: it set ``_idle`` as it ended
+        finally:
+            if self._owns_client:
+                await self._client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

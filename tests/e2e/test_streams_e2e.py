@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import msgspec
@@ -60,7 +61,7 @@ def stopped(process: subprocess.Popen[bytes], *, terminate: bool = True) -> tupl
 
 def output_of(name: str, count: int) -> dict[str, object]:
     """The answers in the output stream by event id, once ``count`` are there."""
-    client = redis.Redis.from_url(REDIS)
+    client: Any = redis.Redis.from_url(REDIS)
     deadline = time.monotonic() + WITHIN_S
     try:
         while time.monotonic() < deadline:
@@ -113,11 +114,11 @@ def test_sigterm_finishes_the_events_in_flight_before_exiting(
     assert "5 events processed" in stderr
     answers = output_of(stream, len(ids))
     assert sorted(answers) == sorted(ids)
-    client = redis.Redis.from_url(REDIS)
+    broker: Any = redis.Redis.from_url(REDIS)
     try:
-        assert client.xpending(stream, "work")["pending"] == 0  # every event acked
+        assert broker.xpending(stream, "work")["pending"] == 0  # every event acked
     finally:
-        client.close()
+        broker.close()
 
 
 def test_an_unknown_segment_is_an_error_listing_the_segments(stream: str) -> None:

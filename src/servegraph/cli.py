@@ -338,6 +338,15 @@ def _add_consume(subcommands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--consumer", metavar="NAME", help="this process's name in the group (host-pid)"
     )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        metavar="P",
+        help="answer /v2/health/live, /v2/health/ready and /v2/consumer on this port",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the address of the health port (127.0.0.1)"
+    )
     parser.set_defaults(command=_run_consume)
 
 
@@ -348,7 +357,13 @@ def _run_consume(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     spec = load_target(args.target)
     try:
-        consume(spec, args.segment, consumer=args.consumer)
+        consume(
+            spec,
+            args.segment,
+            consumer=args.consumer,
+            health_port=args.health_port,
+            host=args.host,
+        )
     except GraphError:
         raise
     except ServegraphError as exc:  # an unreachable broker, a missing client library

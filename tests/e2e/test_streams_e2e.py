@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from servegraph.streams.envelope import Envelope
-from tests.e2e.server_process import ROOT, Start, clean_environment
+from tests.e2e.server_process import ROOT, Start, clean_environment, free_port
 
 REDIS = os.environ.get("SERVEGRAPH_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 WITHIN_S = 20.0
@@ -151,3 +151,37 @@ def test_an_unreachable_broker_stops_the_server_at_startup(
     )
     assert process.returncode != 0
     assert "cannot reach the stream 'redis://127.0.0.1:1/nowhere'" in process.stderr.decode()
+
+
+def test_the_health_port_reports_liveness_readiness_and_counters(start: Start, stream: str) -> None:
+    server = start("tests.e2e.stream_graphs:build")
+    port = free_port()
+    consumer = consume("--segment", "work", "--health-port", str(port), "--consumer", "c-1")
+    health = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port)
+        with httpx.Client() as client:
+            ids = [client.post(server.url, json={"n": n}).json()["id"] for n in range(3)]
+            output_of(stream, len(ids))
+            assert client.get(f"{health}/v2/health/live").json() == {"live": True}
+            assert client.get(f"{health}/v2/health/ready").status_code == 200
+            counters = client.get(f"{health}/v2/consumer").json()
+            assert counters["segment"] == "work"
+            assert counters["consumer"] == "c-1"
+            assert counters["processed"] == 3
+            assert client.get(f"{health}/nope").status_code == 404
+    finally:
+        status, stderr = stopped(consumer)
+    assert status == 0, stderr
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + WITHIN_S
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=1.0)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        return
+    pytest.fail(f"nothing listens on {port} within {WITHIN_S} s")

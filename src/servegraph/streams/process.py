@@ -19,6 +19,7 @@ import socket
 from ..context import Context
 from ..engine.lifecycle import await_all, close_steps
 from ..graph.spec import GraphSpec
+from .health import serve_health
 from .runtime import StreamRuntime
 
 logger = logging.getLogger("servegraph.streams")
@@ -31,8 +32,16 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def consume(spec: GraphSpec, segment: str, *, consumer: str | None = None) -> None:
-    """Consume ``segment`` of ``spec`` until SIGTERM or SIGINT.
+def consume(
+    spec: GraphSpec,
+    segment: str,
+    *,
+    consumer: str | None = None,
+    health_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    """Consume ``segment`` of ``spec`` until SIGTERM or SIGINT; with ``health_port``, answer
+    health requests on ``host:health_port`` (see ``streams.health``).
 
     Raises:
         GraphError: the graph is invalid or ``segment`` is not one of its segments (listed).
@@ -40,10 +49,13 @@ def consume(spec: GraphSpec, segment: str, *, consumer: str | None = None) -> No
     """
     runtime = StreamRuntime(spec, context=Context(params=dict(spec.params)))
     runtime.options(segment)  # an unknown segment fails here, before any I/O
-    asyncio.run(_consume(runtime, segment, consumer or default_consumer_name()))
+    name = consumer or default_consumer_name()
+    asyncio.run(_consume(runtime, segment, name, health_port, host))
 
 
-async def _consume(runtime: StreamRuntime, segment: str, name: str) -> None:
+async def _consume(
+    runtime: StreamRuntime, segment: str, name: str, health_port: int | None, host: str
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in STOP_SIGNALS:
@@ -59,9 +71,12 @@ async def _consume(runtime: StreamRuntime, segment: str, name: str) -> None:
             name,
             consumer.group,
         )
+        health = None if health_port is None else await serve_health(consumer, host, health_port)
         try:
             await consumer.run(stop)
         finally:
+            if health is not None:
+                health.close()
             await await_all(close_steps(plan.instances))
             logger.info(
                 "segment %r stopped: %d events processed, %d dead-lettered",

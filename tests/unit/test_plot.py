@@ -314,3 +314,10 @@ def test_svg_without_graphviz_raises_file_not_found(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"install graphviz \(apt-get install graphviz\)"):
         to_svg(chain_graph().spec)
+
+
+def test_a_queue_step_is_drawn_as_a_cylinder_with_its_stream() -> None:
+    graph = Graph()
+    graph.to("json:dumps", name="a").to_queue("q", "redis://h:6379/ev").to("json:loads", name="b")
+    assert '[("q<br>redis://h:6379/ev")]' in graph.plot()
+    assert '"q" [label="q\\nredis://h:6379/ev", shape=cylinder];' in graph.plot("dot")

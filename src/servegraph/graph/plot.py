@@ -50,6 +50,7 @@ class _Shape(StrEnum):
     ENTRY = "entry"
     STEP = "step"
     ROUTER = "router"
+    QUEUE = "queue"
     ROUTE = "route"
     RESPONSE = "response"
     MISSING = "missing"
@@ -251,7 +252,7 @@ def _diagram(spec: GraphSpec) -> _Diagram:
     diagram = _Diagram()
     source = diagram.add(_Node(_SOURCE, (_SOURCE,), _Shape.ENTRY))
     for step in spec.steps:
-        shape = _Shape.ROUTER if step.kind is StepKind.ROUTER else _Shape.STEP
+        shape = _SHAPES_OF_KINDS[step.kind]
         node = diagram.add(_Node(step.name, _step_lines(step), shape, step.responder))
         diagram.by_name.setdefault(step.name, node)
     response: int | None = None
@@ -283,6 +284,13 @@ def _diagram(spec: GraphSpec) -> _Diagram:
     return diagram
 
 
+_SHAPES_OF_KINDS = {
+    StepKind.TASK: _Shape.STEP,
+    StepKind.ROUTER: _Shape.ROUTER,
+    StepKind.QUEUE: _Shape.QUEUE,
+}
+
+
 def _handler_names(spec: GraphSpec) -> set[str]:
     names = {spec.on_error} if spec.on_error is not None else set()
     for step in spec.steps:
@@ -293,6 +301,8 @@ def _handler_names(spec: GraphSpec) -> set[str]:
 
 
 def _step_lines(step: StepSpec) -> tuple[str, ...]:
+    if step.stream is not None:
+        return (step.name, step.stream)
     short = _short_name(step)
     return (step.name,) if short is None else (step.name, short)
 
@@ -316,6 +326,7 @@ _MERMAID_SHAPES = {
     _Shape.ENTRY: ("((", "))"),
     _Shape.STEP: ("[", "]"),
     _Shape.ROUTER: ("{", "}"),
+    _Shape.QUEUE: ("[(", ")]"),
     _Shape.ROUTE: ("[", "]"),
     _Shape.RESPONSE: ("(((", ")))"),
     _Shape.MISSING: ("[", "]"),
@@ -343,6 +354,7 @@ _DOT_SHAPES: dict[_Shape, tuple[str, ...]] = {
     _Shape.ENTRY: ("shape=circle",),
     _Shape.STEP: (),
     _Shape.ROUTER: ("shape=diamond",),
+    _Shape.QUEUE: ("shape=cylinder",),
     _Shape.ROUTE: (),
     _Shape.RESPONSE: ("shape=doublecircle",),
     _Shape.MISSING: ('style="rounded,dashed"',),

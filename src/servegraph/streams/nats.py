@@ -386,7 +386,9 @@ class NatsBackend:
             with _nats_errors(f"fetch from {state.name}"):
                 try:
                     msgs: list[Any] = await sub.fetch(max(count, 1), timeout=timeout)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
+                    # nothing came: nats-py raises its TimeoutError, or on some paths
+                    # asyncio's (the builtin, which nats.errors.TimeoutError subclasses)
                     return []
         return msgs
 

@@ -11,15 +11,22 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
+from redis.asyncio.client import Pipeline
 
 from servegraph.errors import BackendError
 from servegraph.streams.base import QueueBackend
 from servegraph.streams.conformance import CHECKS, BackendFactory, run_check
 from servegraph.streams.redis import PARKING_CONSUMER, RedisBackend
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +194,209 @@ def test_due_retry_goes_to_exactly_one_consumer() -> None:
             await _delete_streams(stream)
 
     asyncio.run(run())
+
+
+class CountingRedis(aioredis.Redis):
+    """A real Redis client that counts the pipelines it makes (to see publishes coalesce)."""
+
+    pipelines = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        self.pipelines += 1
+        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+
+
+def _counting_client() -> CountingRedis:
+    client = CountingRedis.from_url(REDIS_URL)
+    assert isinstance(client, CountingRedis)
+    return client
+
+
+def _id_order(message_id: str) -> tuple[int, int]:
+    milliseconds, sequence = message_id.split("-")
+    return int(milliseconds), int(sequence)
+
+
+def test_concurrent_publishes_share_pipelines_and_all_land_in_order() -> None:
+    callers, per_caller = 1000, 3
+
+    async def run() -> None:
+        stream = _unique("coalesce")
+        client = _counting_client()
+        try:
+            async with RedisBackend(stream, client=client) as backend:
+
+                async def caller(n: int) -> list[str]:
+                    return [
+                        await backend.publish(f"{n}:{i}".encode(), event_id=f"ev-{n}-{i}")
+                        for i in range(per_caller)
+                    ]
+
+                ids = await asyncio.gather(*(caller(n) for n in range(callers)))
+                total = callers * per_caller
+                assert backend.statistics().published == total
+                flat = [message_id for caller_ids in ids for message_id in caller_ids]
+                assert len(set(flat)) == total, "publish returned duplicate ids"
+                for caller_ids in ids:
+                    assert caller_ids == sorted(caller_ids, key=_id_order), caller_ids
+                # 1000 callers at a time: one XADD alone, the rest in pipelines of <= 1000
+                assert 0 < client.pipelines <= 4 * per_caller, f"{client.pipelines} pipelines"
+                entries = await client.xrange(stream)
+                assert entries is not None
+                assert len(entries) == total
+                stored = {
+                    _text(fields[b"event_id"]): _text(i) for i, fields in entries if i and fields
+                }
+                for n, caller_ids in enumerate(ids):
+                    expected = [stored[f"ev-{n}-{i}"] for i in range(per_caller)]
+                    assert caller_ids == expected, f"caller {n}: {caller_ids} != {expected}"
+        finally:
+            await client.aclose()
+            await _delete_streams(stream)
+
+    asyncio.run(run())
+
+
+class RedisRelay:
+    """A TCP relay to the test Redis that can be shut down: its port then refuses
+    connections, as a server that went away does."""
+
+    def __init__(self) -> None:
+        target = urlsplit(REDIS_URL)
+        self.target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, upstream_writer}
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+
+def test_publish_error_reaches_every_waiting_caller() -> None:
+    async def run() -> None:
+        stream = _unique("coalesce-error")
+        relay = RedisRelay()
+        await relay.start()
+        client = CountingRedis.from_url(f"redis://127.0.0.1:{relay.port}")
+        assert isinstance(client, CountingRedis)
+        try:
+            async with RedisBackend(stream, client=client) as backend:
+                await backend.publish(b"x", event_id="ev-ok")
+                await relay.stop()  # the server's port is closed from now on
+                results = await asyncio.gather(
+                    *(backend.publish(b"x", event_id=f"ev-{i}") for i in range(500)),
+                    return_exceptions=True,
+                )
+                errors = [r for r in results if isinstance(r, BackendError)]
+                assert len(errors) == 500, [r for r in results if r not in errors][:3]
+                assert client.pipelines >= 1, "the waiting callers were not coalesced"
+                assert len({id(error) for error in errors}) == 500, "callers share an error"
+                for error in errors:
+                    assert "XADD" in str(error), str(error)
+                    assert error.retryable is True, repr(error)
+                    assert isinstance(error.__cause__, redis_exceptions.ConnectionError)
+                # nothing is left stuck: with the server back, publishing works again
+                await relay.start()
+                ids = await asyncio.gather(
+                    *(backend.publish(b"y", event_id=f"ev-again-{i}") for i in range(100))
+                )
+                assert len(set(ids)) == 100
+                assert await client.xlen(stream) == 101
+        finally:
+            await client.aclose()
+            await relay.stop()
+            await _delete_streams(stream)
+
+    asyncio.run(run())
+
+
+def test_aclose_answers_the_publishes_under_way_and_leaves_no_task() -> None:
+    async def run() -> None:
+        stream = _unique("coalesce-close")
+        try:
+            backend = RedisBackend(stream, url=REDIS_URL)
+            publishes = [
+                asyncio.create_task(backend.publish(b"x", event_id=f"ev-{i}")) for i in range(300)
+            ]
+            await asyncio.sleep(0)  # the publishes start: one XADD in flight, the rest queued
+            await backend.aclose()
+            assert all(task.done() for task in publishes)
+            ids = [task.result() for task in publishes]
+            assert len(set(ids)) == 300
+            assert asyncio.all_tasks() == {asyncio.current_task()}, asyncio.all_tasks()
+            with pytest.raises(BackendError, match="closed"):
+                await backend.publish(b"late", event_id="ev-late")
+            client = aioredis.Redis.from_url(REDIS_URL)
+            try:
+                assert await client.xlen(stream) == 300
+            finally:
+                await client.aclose()
+        finally:
+            await _delete_streams(stream)
+
+    asyncio.run(run())
+
+
+def test_ack_many_acks_more_than_one_xack_chunk() -> None:
+    total = 2500  # three XACKs of at most 1000 ids, in one pipeline
+
+    async def run() -> None:
+        stream = _unique("ack-many")
+        try:
+            async with RedisBackend(stream, url=REDIS_URL) as backend:
+                await asyncio.gather(
+                    *(backend.publish(b"x", event_id=f"ev-{i}") for i in range(total))
+                )
+                got = await backend.consume("g", "c", count=total, block_ms=1000)
+                assert len(got) == total
+                assert backend.statistics().pending == total
+                await backend.ack_many("g", got)
+                stats = backend.statistics()
+                assert (stats.acked, stats.pending) == (total, 0), stats
+                client = aioredis.Redis.from_url(REDIS_URL)
+                try:
+                    summary = await client.xpending(stream, "g")
+                finally:
+                    await client.aclose()
+                assert summary["pending"] == 0, summary
+        finally:
+            await _delete_streams(stream)
+
+    asyncio.run(run())
+
+
+def test_default_maxlen_leaves_room_for_a_large_backlog() -> None:
+    # trimming drops the oldest entries, consumed or not: the default must exceed any
+    # backlog that normal use builds up
+    assert RedisBackend("sg-test-default").maxlen == 1_000_000

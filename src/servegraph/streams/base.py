@@ -96,6 +96,11 @@ class QueueBackend(Protocol):
         ``idle_ms`` (their consumer died): they are delivered to ``consumer`` again."""
         ...
 
+    async def ping(self) -> None:
+        """Reach the broker (connecting if need be); raise BackendError naming it if it cannot
+        be reached."""
+        ...
+
     def statistics(self) -> BackendStatistics:
         """This process's counters."""
         ...

@@ -356,6 +356,9 @@ class MemoryBackend:
         self._redelivered += len(claimed)
         return claimed
 
+    async def ping(self) -> None:
+        self._state()  # raises when closed; the in-process broker is always there
+
     def statistics(self) -> BackendStatistics:
         """This backend's counters; ``pending`` counts the stream's unacked messages."""
         return BackendStatistics(

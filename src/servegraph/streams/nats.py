@@ -341,6 +341,9 @@ class NatsBackend:
                 state.buffer.append(msg)
         return claimed
 
+    async def ping(self) -> None:
+        await self._jetstream()  # connects and creates the stream, or raises BackendError
+
     def statistics(self) -> BackendStatistics:
         """Counters of this process; ``pending`` is the deliveries it holds unacked."""
         pending = sum(len(g.in_flight) + len(g.buffer) for g in self._groups.values())

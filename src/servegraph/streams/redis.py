@@ -360,6 +360,12 @@ class RedisBackend:
         except redis_exceptions.RedisError as exc:
             raise _wrap(exc, action="claim") from exc
 
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except redis_exceptions.RedisError as exc:
+            raise _wrap(exc, action="PING") from exc
+
     def statistics(self) -> BackendStatistics:
         return BackendStatistics(
             published=self._published,

@@ -96,6 +96,7 @@ class SegmentConsumer:
         self._room = asyncio.Event()
         self._acks: list[Message] = []
         self._acking: asyncio.Task[None] | None = None
+        self._prefetch: asyncio.Task[list[Message]] | None = None
         self._failures = 0
         self._next_claim = 0.0
 
@@ -119,10 +120,15 @@ class SegmentConsumer:
             self._room.clear()
             await _wait(self._room, stop, seconds=self.options.block_ms / 1000)
             return 0
-        messages = await self._read(room, self.options.block_ms if block_ms is None else block_ms)
+        wait_ms = self.options.block_ms if block_ms is None else block_ms
+        prefetched, self._prefetch = self._prefetch, None
+        messages = await prefetched if prefetched is not None else await self._read(room, wait_ms)
         if not messages:
             return 0
         if self._run_sync is not None:
+            # Read the next batch while this one runs: the round trip overlaps the work.
+            self._prefetch = asyncio.create_task(self._read(self.options.batch, wait_ms))
+            await asyncio.sleep(0)  # let the read go out before the batch takes the loop
             await self._run_inline(messages)
         else:
             for message in messages:
@@ -131,6 +137,11 @@ class SegmentConsumer:
 
     async def drain(self) -> None:
         """Wait for the events in flight, then send the acks still waiting."""
+        prefetched, self._prefetch = self._prefetch, None
+        if prefetched is not None:
+            messages = await prefetched  # already delivered to this consumer: finish them
+            if messages:
+                await self._run_inline(messages)
         while self._tasks:
             await asyncio.wait(list(self._tasks))
         if self._acking is not None:

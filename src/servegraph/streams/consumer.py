@@ -99,6 +99,7 @@ class SegmentConsumer:
         self._prefetch: asyncio.Task[list[Message]] | None = None
         self._failures = 0
         self._next_claim = 0.0
+        self._escaped: BaseException | None = None
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -114,7 +115,12 @@ class SegmentConsumer:
         """Read once (waiting up to ``block_ms``) and start the events read; return how many.
 
         Waits for room first when ``max_in_flight`` events are being processed.
+
+        Raises:
+            BaseException: what escaped an event's task (a step's KeyboardInterrupt,
+                CancelledError...): it is never swallowed, and its event is not acked.
         """
+        self._raise_escaped()
         room = self.options.max_in_flight - len(self._tasks)
         if room <= 0:
             self._room.clear()
@@ -136,7 +142,8 @@ class SegmentConsumer:
         return len(messages)
 
     async def drain(self) -> None:
-        """Wait for the events in flight, then send the acks still waiting."""
+        """Wait for the events in flight, then send the acks still waiting; then raise what
+        escaped an event's task, as ``poll`` does."""
         prefetched, self._prefetch = self._prefetch, None
         if prefetched is not None:
             messages = await prefetched  # already delivered to this consumer: finish them
@@ -147,6 +154,12 @@ class SegmentConsumer:
         if self._acking is not None:
             await self._acking
         await self._flush_acks()
+        self._raise_escaped()
+
+    def _raise_escaped(self) -> None:
+        escaped, self._escaped = self._escaped, None
+        if escaped is not None:
+            raise escaped
 
     @property
     def in_flight(self) -> int:
@@ -234,6 +247,8 @@ class SegmentConsumer:
         if key is not None and self._last_of_key.get(key) is task:
             del self._last_of_key[key]
         self._room.set()
+        if self._escaped is None:  # what escaped _handle is never swallowed: poll raises it
+            self._escaped = asyncio.CancelledError() if task.cancelled() else task.exception()
 
     async def _handle(self, message: Message, before: asyncio.Task[None] | None) -> None:
         if before is not None:

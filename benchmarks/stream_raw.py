@@ -15,7 +15,9 @@ A consumer stops once the whole group is done: when a read comes back empty it a
 broker whether all N messages were delivered to the group and acked (Redis: ``XINFO
 GROUPS`` ``entries-read >= N`` and ``pending == 0``; NATS: the consumer's ack floor has
 reached sequence N). Each process prints one JSON line with its timings; ``run_raw`` starts
-them as separate processes and reports events/s from the first publish to the last ack.
+them as separate processes and reports events/s from the first publish to the last ack, and
+``measure_raw`` adds the CPU time per event of the producer and of the consumers (steadier
+than events/s on a shared machine).
 
 Run: ``python benchmarks/stream_raw.py`` (redis and nats, 1 and 2 consumers, N=200000,
 B=100), or one process at a time::
@@ -69,12 +71,25 @@ REDIS_MAXLEN = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """One process's report: what it handled and when (``time.time()`` seconds)."""
+    """One process's report: what it handled, when (``time.time()`` seconds) and the CPU
+    time it spent doing it (``time.process_time()`` seconds, setup excluded)."""
 
     role: str
     count: int
     first: float
     last: float
+    cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """One run: events/s from the first publish to the last ack, and CPU per event."""
+
+    events_per_s: float
+    producer_cpu_us: float
+    """The producer's CPU microseconds per event."""
+    consumer_cpu_us: float
+    """The consumers' CPU microseconds per event, all of them together."""
 
 
 def value_pool(size: int = 1024) -> list[list[float]]:
@@ -106,6 +121,7 @@ async def redis_produce(url: str, stream: str, count: int, batch: int) -> Timing
     pool = value_pool()
     client = aioredis.Redis.from_url(url)
     try:
+        cpu = time.process_time()
         first = time.time()
         for start in range(0, count, batch):
             async with client.pipeline(transaction=False) as pipe:
@@ -113,7 +129,7 @@ async def redis_produce(url: str, stream: str, count: int, batch: int) -> Timing
                     body = payload(i, pool)
                     pipe.xadd(stream, {"data": body}, maxlen=REDIS_MAXLEN, approximate=True)
                 await pipe.execute()
-        return Timing("produce", count, first, time.time())
+        return Timing("produce", count, first, time.time(), time.process_time() - cpu)
     finally:
         await client.aclose()
 
@@ -148,6 +164,7 @@ async def redis_consume(
         print(READY, flush=True)
         acked = 0
         first = last = 0.0
+        cpu = time.process_time()
         block_ms = int(IDLE_S * 1000)
         while True:
             response = cast(
@@ -167,7 +184,7 @@ async def redis_consume(
                 last = time.time()
                 first = first or last
             elif await redis_group_done(client, stream, group, total):
-                return Timing("consume", acked, first, last)
+                return Timing("consume", acked, first, last, time.process_time() - cpu)
     finally:
         await client.aclose()
 
@@ -211,11 +228,12 @@ async def nats_produce(url: str, stream: str, count: int, batch: int) -> Timing:
     try:
         js = nc.jetstream(publish_async_max_pending=batch)
         await nats_ensure_stream(js, stream)
+        cpu = time.process_time()
         first = time.time()
         # publish_async waits while ``batch`` acks are pending: that is the window
         acks = [await js.publish_async(stream, payload(i, pool)) for i in range(count)]
         await asyncio.gather(*acks)  # raises a failed publish's error
-        return Timing("produce", count, first, time.time())
+        return Timing("produce", count, first, time.time(), time.process_time() - cpu)
     finally:
         await nc.close()
 
@@ -236,6 +254,7 @@ async def nats_consume(url: str, stream: str, group: str, total: int, batch: int
         print(READY, flush=True)
         acked = 0
         first = last = 0.0
+        cpu = time.process_time()
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=IDLE_S)
@@ -251,7 +270,7 @@ async def nats_consume(url: str, stream: str, group: str, total: int, batch: int
             else:
                 await nc.flush()  # our acks reach the server before we ask it
                 if await nats_group_done(js, stream, group, total):
-                    return Timing("consume", acked, first, last)
+                    return Timing("consume", acked, first, last, time.process_time() - cpu)
     finally:
         await nc.close()
 
@@ -291,7 +310,7 @@ async def _delete_stream(broker: Broker, url: str, stream: str) -> None:
 
 def _report(timing: Timing) -> None:
     report = {"role": timing.role, "count": timing.count, "first": timing.first}
-    print(json.dumps({**report, "last": timing.last}), flush=True)
+    print(json.dumps({**report, "last": timing.last, "cpu_s": timing.cpu_s}), flush=True)
 
 
 def _command(*args: str) -> list[str]:
@@ -305,13 +324,20 @@ def _finish(process: subprocess.Popen[str], deadline: float) -> Timing:
         msg = f"{process.args!r} exited with {process.returncode} (see its stderr above)"
         raise RuntimeError(msg)
     report = json.loads(out.strip().splitlines()[-1])
-    return Timing(report["role"], report["count"], report["first"], report["last"])
+    fields = ("role", "count", "first", "last", "cpu_s")
+    return Timing(*(report[name] for name in fields))
 
 
 def run_raw(broker: Broker, url: str, n: int, consumers: int, batch: int) -> float:
     """Events/s from the first publish to the last ack, with ``consumers`` consumer processes
     and one producer process (each started with ``sys.executable``) on a fresh stream that is
     deleted afterwards."""
+    return measure_raw(broker, url, n, consumers, batch).events_per_s
+
+
+def measure_raw(broker: Broker, url: str, n: int, consumers: int, batch: int) -> RawResult:
+    """What ``run_raw`` measures, with the CPU time per event of the producer and consumers
+    (which, unlike events/s, hardly depends on what else the machine is running)."""
     stream = f"raw-{broker}-{uuid.uuid4().hex}"
     common = ["--broker", broker, "--url", url, "--stream", stream, "--batch", str(batch)]
     deadline = time.monotonic() + TIME_LIMIT_S
@@ -342,7 +368,11 @@ def run_raw(broker: Broker, url: str, n: int, consumers: int, batch: int) -> flo
     if acked != n:
         msg = f"{broker}: the consumers acked {acked} messages, {n} were published"
         raise RuntimeError(msg)
-    return n / (max(timing.last for timing in consumed) - produced.first)
+    return RawResult(
+        events_per_s=n / (max(timing.last for timing in consumed) - produced.first),
+        producer_cpu_us=produced.cpu_s / n * 1e6,
+        consumer_cpu_us=sum(timing.cpu_s for timing in consumed) / n * 1e6,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -377,8 +407,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         work = _consume(*where, args.group, args.consumer, args.count_total, args.batch)
     else:
         print(
-            f"raw baselines: n={args.count} batch={args.batch} (events/s, first publish to "
-            "last ack; producer and consumers in separate processes)"
+            f"raw baselines: n={args.count} batch={args.batch} (events/s from the first publish "
+            "to the last ack; producer and consumers in separate processes; the broker's own "
+            "CPU not counted)"
         )
         brokers: tuple[tuple[Broker, str], ...] = (
             ("redis", args.redis_url),
@@ -386,8 +417,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for broker, url in brokers:
             for consumers in (1, 2):
-                rate = run_raw(broker, url, args.count, consumers, args.batch)
-                print(f"{broker:5} consumers={consumers}  {rate:>10,.0f} events/s", flush=True)
+                result = measure_raw(broker, url, args.count, consumers, args.batch)
+                print(
+                    f"{broker:5} consumers={consumers}  {result.events_per_s:>8,.0f} events/s"
+                    f"  CPU per event: producer {result.producer_cpu_us:5.1f} us,"
+                    f" consumers {result.consumer_cpu_us:5.1f} us",
+                    flush=True,
+                )
         return
 
     async def timed() -> Timing:

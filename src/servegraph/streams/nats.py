@@ -20,6 +20,13 @@ does the closest correct thing:
 Messages held by a consumer that died in another process come back after ``ack_wait_s``,
 through ``consume`` or ``claim_stale`` alike: set ``ack_wait_s`` to the idle threshold you
 want for crashed processes.
+
+A lost connection (the server restarted, the network dropped) is not repaired by nats-py
+here (``allow_reconnect=False``, so that an unreachable server fails at once): the calls made
+while it is down raise a retryable ``BackendError``, and the next call after it closed drops
+the dead client with its pull subscriptions and the deliveries it held, then connects again.
+The durable consumers live on the server, so nothing is lost: the deliveries that were never
+acked come back after ``ack_wait_s``.
 """
 
 from __future__ import annotations
@@ -168,10 +175,26 @@ class NatsBackend:
         if self._closed:
             message = f"NATS backend for stream {self.stream!r} is closed"
             raise BackendError(message, retryable=False)
-        if self._js is not None:
+        if self._js is not None and not self._is_lost():
             return self._js
         async with self._setup_lock:
+            if self._is_lost():
+                self._forget_connection()
             return await self._connect()
+
+    def _is_lost(self) -> bool:
+        """The connection this backend opened has closed (not by ``aclose``)."""
+        return self._owned and self._nc is not None and self._nc.is_closed
+
+    def _forget_connection(self) -> None:
+        """Drop a closed client, its subscriptions and what was delivered through it (acks
+        can no longer reach the server: it redelivers those after ``ack_wait_s``)."""
+        self._nc = None
+        self._js = None
+        for state in self._groups.values():
+            state.subscriptions.clear()
+            state.in_flight.clear()
+            state.buffer.clear()
 
     async def _connect(self) -> Any:
         """Connect and create the stream, unless another task did (under the setup lock)."""
@@ -229,7 +252,7 @@ class NatsBackend:
                     await js.add_consumer(self.stream_name, config=config)
                 sub = await js.pull_subscribe_bind(durable=state.name, stream=self.stream_name)
             state.subscriptions[consumer] = sub
-            state.locks[consumer] = asyncio.Lock()
+            state.locks.setdefault(consumer, asyncio.Lock())  # kept across reconnections
             return state, sub
 
     # -- the QueueBackend interface ------------------------------------------------------

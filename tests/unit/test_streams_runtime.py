@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from servegraph import Event, Graph, GraphError, MockServer
+from servegraph import Event, Graph, GraphError, MockServer, StepError
 from servegraph.graph.segments import segment_spec, segments
 from servegraph.streams.base import Message
 from servegraph.streams.envelope import Envelope, read_dead_letter
@@ -308,3 +308,41 @@ def test_max_in_flight_bounds_the_events_running_at_once() -> None:
     asyncio.run(publish_then_drain(server, ({"n": n} for n in range(12))))
     assert len(server.results["q"]) == 12
     assert tracker.peak == 3
+
+
+def test_query_content_type_and_time_cross_a_queue() -> None:
+    seen: list[tuple[object, object, object]] = []
+
+    def look(event: Event) -> Event:
+        seen.append((dict(event.query), event.content_type, event.time))
+        return event
+
+    graph = Graph()
+    graph.to(look, name="before", full_event=True).to_queue("q", "memory://q").to(
+        look, name="after", full_event=True
+    )
+    server = graph.mock_server()
+    event = Event({}, query={"a": "1"}, content_type="application/json")
+    server.run_event(event)
+    assert len(seen) == 2
+    assert seen[0] == seen[1] == ({"a": "1"}, "application/json", event.time)
+
+
+def test_a_missing_ordering_key_names_the_queue_and_the_option() -> None:
+    graph = Graph()
+    graph.to(double).to_queue("q", "memory://q", key="user").to(double, name="again")
+    with pytest.raises(StepError, match="queue 'q': the key option 'user' is not in the event"):
+        graph.mock_server().test(body=1)
+
+
+def test_an_envelope_from_a_newer_writer_is_dead_lettered_with_the_reason() -> None:
+    server = two_segments().mock_server()
+    assert server.streams is not None
+    source = MemoryBackend("q", broker=server.streams.broker)
+    asyncio.run(source.publish(b'{"body": 1, "v": 2, "later": true}', event_id="new-1"))
+    server.test(body=1)
+    [message] = read_stream(server, "q-dead-letter")
+    letter = read_dead_letter(message.body)
+    assert letter.error.startswith("the envelope is version 2, written by a newer servegraph")
+    assert letter.event is not None and letter.event.body == 1  # replayable once upgraded
+    server.close()

@@ -1,13 +1,15 @@
 """The envelope: how an event travels through a stream, and how a dead letter records it.
 
-A message's payload is JSON ``{"body": ..., "path": "/", "method": "POST", "headers": {...}}``; the event id and
-the ordering key travel as the message's own fields (``Message.event_id``, ``Message.key``),
-so the id is the same on every hop and sinks can de-duplicate on it. Trace context travels in
-``headers`` (``traceparent``), like the HTTP headers it came with.
+A message's payload is JSON ``{"body": ..., "path": "/", "method": "POST", "headers": {...},
+"query": {...}, "content_type": ..., "time": "2026-01-01T00:00:00Z"}`` (defaults left out);
+the event id and the ordering key travel as the message's own fields (``Message.event_id``,
+``Message.key``), so the id is the same on every hop and sinks can de-duplicate on it. Trace
+context travels in ``headers`` (``traceparent``), like the HTTP headers it came with.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -18,13 +20,20 @@ from .base import Message
 ENVELOPE_VERSION = 1
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """The payload of a stream message that carries an event."""
+class Envelope(msgspec.Struct, omit_defaults=True):
+    """The payload of a stream message that carries an event.
+
+    Fields it does not know are ignored, so that a newer writer's additions do not stop an
+    older consumer; a ``v`` above ``ENVELOPE_VERSION`` is refused.
+    """
 
     body: Any
     path: str = "/"
     method: str = "POST"
     headers: dict[str, str] = {}
+    query: dict[str, str] = {}
+    content_type: str | None = None
+    time: datetime | None = None
     v: int = ENVELOPE_VERSION
 
 
@@ -66,13 +75,16 @@ def encode_event(event: Event) -> bytes:
     Raises:
         TypeError: the body holds something that is not JSON data (the message names its type).
     """
-    headers = event.headers
+    headers, query = event.headers, event.query
     return _encoder.encode(
         Envelope(
             event.body,
             event.path,
             event.method,
             headers if type(headers) is dict else dict(headers),
+            query if type(query) is dict else dict(query),
+            event.content_type,
+            event.time,
         )
     )
 
@@ -88,6 +100,12 @@ def decode_event(message: Message) -> Event:
     except msgspec.DecodeError as exc:
         detail = f"the message is not a servegraph event envelope: {exc}"
         raise EnvelopeError(detail) from exc
+    if envelope.v > ENVELOPE_VERSION:
+        detail = (
+            f"the envelope is version {envelope.v}, written by a newer servegraph; this "
+            f"consumer reads version {ENVELOPE_VERSION}: upgrade it"
+        )
+        raise EnvelopeError(detail)
     return Event(
         envelope.body,
         id=message.event_id,
@@ -95,6 +113,9 @@ def decode_event(message: Message) -> Event:
         headers=envelope.headers,
         method=envelope.method,
         path=envelope.path,
+        query=envelope.query,
+        content_type=envelope.content_type,
+        time=envelope.time,
         trigger="stream",
     )
 

@@ -25,12 +25,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
 from ..context import Context
-from ..engine.paths import get_path
 from ..engine.plan import Plan, compile_plan
 from ..engine.runner import AsyncRunner, SyncRunner
 from ..errors import BackendError, GraphError, MissingDependencyError, ServegraphError
@@ -201,7 +200,7 @@ class StreamRuntime:
         name = step.name
 
         async def publish(event: Event) -> Event:
-            key = event.key if keys is None else get_path(event.body, keys, name)
+            key = event.key if keys is None else _key_of(event.body, keys, name)
             await backend.publish(
                 encode_event(event),
                 event_id=event.id,
@@ -247,6 +246,15 @@ class StreamRuntime:
         return list(dict.fromkeys(urls))
 
 
-def without_retry_delays() -> dict[str, Any]:
-    """Options for in-process runs: retries are immediate."""
-    return {"retry_delay_s": 0.0}
+def _key_of(body: Any, keys: tuple[str, ...], step: str) -> Any:
+    """The ordering key at ``keys`` in the body (the queue's ``key`` option)."""
+    value = body
+    for key in keys:
+        if not isinstance(value, Mapping) or key not in value:
+            message = (
+                f"queue {step!r}: the key option {'.'.join(keys)!r} is not in the event body "
+                f"(got {type(body).__name__}); send bodies that have it, or drop the option"
+            )
+            raise KeyError(message)
+        value = value[key]
+    return value

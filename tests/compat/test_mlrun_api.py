@@ -94,7 +94,7 @@ def test_graph_errors_use_the_mlrun_name_and_list_every_problem() -> None:
     graph = {
         "kind": "flow",
         "steps": {
-            "q": {"kind": "queue", "path": "v3io:///x"},
+            "q": {"kind": "queue", "path": "kafka://broker:9092/x"},
             "m": {"kind": "task", "class_name": "storey.Map"},
             "w": {"kind": "weird"},
             "u": {"kind": "task", "handler": "inc", "colour": "red"},
@@ -107,7 +107,7 @@ def test_graph_errors_use_the_mlrun_name_and_list_every_problem() -> None:
         mlrun.load(graph, namespace=steps)
     text = str(caught.value)
     for expected in (
-        "queue steps ('>>') arrive with the stream runtime",
+        "Kafka streams are not supported by servegraph yet",
         "storey.Map is not available",
         "unknown step kind 'weird'",
         "unknown MLRun key(s) colour",

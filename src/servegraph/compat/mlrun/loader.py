@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ... import errors
 from ...errors import Problem
-from ...graph.builder import Graph
+from ...graph.builder import Graph, StepRef, StepTarget
 from ...graph.resolve import Namespace, ResolveError, reference_of, resolve
 from ...graph.spec import EngineKind, GraphSpec, StepKind, StepSpec, Topology
-from .errors import GraphError
+from .errors import GraphError, MLRunInvalidArgumentError
+from .queues import IGNORED_QUEUE_KEYS, PLATFORM_KEYS, QUEUE_CLASS_NAMES, QUEUE_KEYS, queue_step
 
 # Keys MLRun writes that change nothing in-process (deployment, endpoints, monitoring, cycles).
 IGNORED_GRAPH_KEYS = frozenset(
@@ -74,7 +75,6 @@ LAMBDA_CLASS = "servegraph.compat.mlrun.steps:Lambda"
 ERROR_HANDLER_CLASS = "servegraph.compat.mlrun.steps:ErrorHandler"
 MLRUN_STEP_CLASS = "servegraph.compat.mlrun.steps:MLRunStep"
 SOON = {
-    "queue": "queue steps ('>>') arrive with the stream runtime",
     "flow": "nested flow steps are not supported; flatten the flow",
 }
 
@@ -101,12 +101,50 @@ class MLRunGraph(Graph):
             mlrun_engine=self.mlrun_engine,
         )
 
+    def add_step(
+        self,
+        target: StepTarget,
+        name: str | None = None,
+        *,
+        after: str | Iterable[str] | None = None,
+        **options: Any,
+    ) -> StepRef:
+        """Add a step; ``">>"`` or ``"$queue"`` as the target adds a queue step, as in MLRun.
+
+        ``to(">>", "q1", path=...)`` takes MLRun's queue arguments: ``path`` (required, may be
+        None), ``shards``, ``retention_in_hours`` and ``trigger_args`` (ignored), and options
+        (servegraph's queue options; ``full_event`` is ignored). ``function``, which MLRun
+        requires on the steps after a queue, is accepted and ignored: those steps run in the
+        queue's segment.
+
+        Raises:
+            MLRunInvalidArgumentError: a queue without a name or without ``path``.
+            GraphError: a path servegraph has no stream for (Kafka), or unknown options.
+        """
+        options.pop("function", None)
+        if not (isinstance(target, str) and target in QUEUE_CLASS_NAMES):
+            return super().add_step(target, name, after=after, **options)
+        if not name:
+            message = "queue name must be specified"
+            raise MLRunInvalidArgumentError(message)
+        if "path" not in options:
+            message = "path=<stream path or None> must be specified for queues"
+            raise MLRunInvalidArgumentError(message)
+        data: dict[str, Any] = {key: options.pop(key, None) for key in ("path", *PLATFORM_KEYS)}
+        step, problems = queue_step(name, {**data, "options": options})
+        if problems:
+            raise GraphError([Problem(name, problem) for problem in problems])
+        if self.engine is EngineKind.SYNC:
+            self.engine = EngineKind.ASYNC  # queue steps are async; mlrun_engine keeps the rules
+        return self.add_queue(name, step.stream or "", after=after, **step.options)
+
 
 def load(
     graph: Mapping[str, Any],
     *,
     namespace: Namespace = None,
     params: Mapping[str, Any] | None = None,
+    streams: Mapping[str, str] | None = None,
 ) -> MLRunGraph:
     """Return the graph an MLRun graph dict describes, ready to run with the same results.
 
@@ -115,12 +153,19 @@ def load(
         namespace: module(s) or mapping(s) where bare class and handler names are looked up,
             like ``to_mock_server(namespace=...)``.
         params: the function parameters that ``context.get_param`` returns.
+        streams: stream URLs by queue step name, over what the queues' MLRun paths map to
+            (``{"q1": "redis://127.0.0.1:6379/q1"}``): a queue whose path is a v3io path or a
+            bare name runs on ``memory://`` (in one process), and Kafka is not supported.
 
     Raises:
         GraphError: every problem of the graph, each naming its step.
     """
-    translator = _Translator(namespace)
+    translator = _Translator(namespace, dict(streams or {}))
     spec = translator.graph(graph, dict(params or {}))
+    queues = {step.name for step in spec.steps if step.kind is StepKind.QUEUE}
+    for name in translator.streams:
+        if name not in queues:
+            translator.problems.append(Problem(None, f"streams= names no queue step {name!r}"))
     if translator.problems:
         raise GraphError(translator.problems)
     result = MLRunGraph.from_spec(spec, namespace=namespace)
@@ -133,8 +178,9 @@ def load(
 
 
 class _Translator:
-    def __init__(self, namespace: Namespace) -> None:
+    def __init__(self, namespace: Namespace, streams: dict[str, str]) -> None:
         self.namespace = namespace
+        self.streams = streams
         self.problems: list[Problem] = []
 
     def graph(self, data: Mapping[str, Any], params: dict[str, Any]) -> GraphSpec:
@@ -165,11 +211,14 @@ class _Translator:
             steps = self._as_sync(steps, handlers)
         elif engine != "async":
             self.problems.append(Problem(None, f"engine {engine!r} is not 'sync' or 'async'"))
+        # servegraph's queue steps are asynchronous: a sync MLRun graph with queues runs on the
+        # async engine, with the sync engine's rules (one chain, the last step answers).
+        queues = any(step.kind is StepKind.QUEUE for step in steps.values())
         return GraphSpec(
             topology=Topology.FLOW,
             steps=tuple(steps.values()),
             on_error=data.get("on_error"),
-            engine=EngineKind.SYNC if engine == "sync" else EngineKind.ASYNC,
+            engine=EngineKind.SYNC if engine == "sync" and not queues else EngineKind.ASYNC,
             params=params,
             stop_on_none=False,
         )
@@ -179,6 +228,11 @@ class _Translator:
         if kind in SOON:
             self.problems.append(Problem(name, SOON[kind]))
             return StepSpec(name=name, handler="builtins:repr")
+        if kind == "queue":
+            self._check_keys(data, QUEUE_KEYS, IGNORED_QUEUE_KEYS, name)
+            step, problems = queue_step(name, data, stream=self.streams.get(name))
+            self.problems.extend(Problem(name, problem) for problem in problems)
+            return step
         self._check_keys(data, STEP_KEYS, IGNORED_STEP_KEYS, name)
         base = StepSpec(
             name=name,
@@ -247,8 +301,14 @@ class _Translator:
         if class_name not in MLRUN_ROUTERS:
             message = f"router class {class_name} is not available in servegraph.compat.mlrun yet"
             self.problems.append(Problem(base.name, message))
+        raw_routes: Mapping[str, Any] = data.get("routes") or {}
+        for route, body in raw_routes.items():
+            if body.get("kind") == "queue":
+                self.problems.append(Problem(route, "a queue step cannot be a route"))
         routes = tuple(
-            self.step(route, body, handlers) for route, body in (data.get("routes") or {}).items()
+            self.step(route, body, handlers)
+            for route, body in raw_routes.items()
+            if body.get("kind") != "queue"
         )
         return dataclasses.replace(
             base,

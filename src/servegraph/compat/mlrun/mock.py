@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,9 +10,11 @@ from typing import Any
 from ... import errors
 from ...event import Event
 from ...graph.resolve import Namespace
-from ...graph.spec import GraphSpec, Topology
+from ...graph.spec import GraphSpec, StepKind, StepSpec, Topology
 from ...testing import MockServer, decode_body
 from .errors import GraphError, MLRunRuntimeError
+
+PASS_THROUGH = "servegraph.compat.mlrun.queues:pass_through"
 
 EVENT_ID_HEADERS = ("mlrun_event_id", "mlrun-event-id")
 EVENT_PATH_HEADERS = ("mlrun_event_path", "mlrun-event-path")
@@ -29,6 +32,10 @@ class MockResponse:
 class MLRunMockServer(MockServer):
     """A mock server with MLRun's ``test`` signature, answers and errors.
 
+    Queue steps run as MLRun's mock runs them: a queue followed by steps passes the event on
+    in-process (the steps after it run on the same event, and a responder among them answers);
+    a queue that ends the flow writes to its stream, on a memory broker of the server's own.
+
     Differences from MLRun, on purpose: graph problems (including sync-engine branches) are
     reported when the server is built, not on the first event; a responder that is followed by
     other steps answers with its own result (MLRun's async engine answers ``{"id": ...}``).
@@ -43,7 +50,7 @@ class MLRunMockServer(MockServer):
         mlrun_engine: str = "async",
     ) -> None:
         try:
-            super().__init__(spec, namespace=namespace, params=params)
+            super().__init__(in_process(spec), namespace=namespace, params=params)
         except errors.GraphError as exc:
             raise GraphError(exc.problems) from None
         # MLRun's async flows with no responder answer with the event id (router graphs answer).
@@ -120,6 +127,29 @@ class MLRunMockServer(MockServer):
         if self._answers_id:
             return MockResponse(200, {"id": event.id}, "application/json")
         return MockResponse(200, answer, "application/json")
+
+
+def in_process(spec: GraphSpec) -> GraphSpec:
+    """``spec`` with each queue that has steps after it turned into a pass-through step.
+
+    MLRun's mock server does not write to the stream of a queue that has steps after it (its
+    ``context.is_mock`` branch): it runs them in the same process, as if the queue were not
+    there. A queue with nothing after it still writes to its stream.
+    """
+    parents = {parent for step in spec.steps for parent in step.after}
+    steps = tuple(
+        StepSpec(
+            name=step.name,
+            handler=PASS_THROUGH,
+            after=step.after,
+            on_error=step.on_error,
+            blocking=False,
+        )
+        if step.kind is StepKind.QUEUE and step.name in parents
+        else step
+        for step in spec.steps
+    )
+    return dataclasses.replace(spec, steps=steps)
 
 
 def _describe(exc: BaseException) -> str:

@@ -390,7 +390,7 @@ def test_mlrun_invalid_graph_lists_every_problem(
     graph = {
         "steps": {
             "s1": {"kind": "task", "handler": f"{STEPS}.inc", "colour": "red"},
-            "s2": {"kind": "queue"},
+            "s2": {"kind": "queue", "path": "kafka://broker:9092/t"},
         }
     }
     path = write_json(tmp_path, graph)

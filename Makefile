@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve run test lint typecheck bench bench-models clean docs-check
+.PHONY: serve run test lint typecheck bench bench-models bench-http bench-streams clean docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-models: $(STAMP)
 bench-http: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/http_bench.py
+
+## bench-streams: W1 cut by a queue over Redis Streams and NATS JetStream, against the raw clients
+bench-streams: $(STAMP)
+	bash scripts/services.sh
+	$(BIN)/python -m benchmarks.stream_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

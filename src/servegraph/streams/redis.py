@@ -62,6 +62,8 @@ PARKING_CONSUMER = "servegraph:parked"
 """The consumer name that holds nacked messages until they are due again."""
 
 _HEADER_PREFIX = "h:"
+RETRY_POLL_MS = 50
+"""How often a consumer looks for nacked messages that fell due (at most)."""
 _CLAIM_PAGE = 100
 _ACK_CHUNK = 1000
 """The most ids one ``XACK`` of ``ack_many`` carries."""
@@ -149,6 +151,7 @@ class RedisBackend:
         self._owns_client = client is None
         self._client: Any = client if client is not None else aioredis.Redis.from_url(url)
         self._groups: set[str] = set()
+        self._next_due_check: dict[str, int] = {}
         self._closed = False
         self._nack_script: Any = self._client.register_script(_NACK_SCRIPT)
         self._claim_due_script: Any = self._client.register_script(_CLAIM_DUE_SCRIPT)
@@ -267,10 +270,20 @@ class RedisBackend:
         loop_deadline = _now_ms() + max(0, block_ms)
         while True:
             try:
-                entries, wait_ms = await self._claim_due_script(
-                    keys=[self.stream, self.retry_key(group)], args=[group, consumer, count]
-                )
-                messages = await self._messages(group, _entries(entries), known=None)
+                now = _now_ms()
+                next_check = self._next_due_check.get(group, 0)
+                if now >= next_check:
+                    # Retries that fell due come first; the script costs a round trip, so it
+                    # runs at most every RETRY_POLL_MS (or when the next retry is due).
+                    entries, wait_ms = await self._claim_due_script(
+                        keys=[self.stream, self.retry_key(group)], args=[group, consumer, count]
+                    )
+                    wait_ms = int(wait_ms)
+                    soon = wait_ms if 0 <= wait_ms < RETRY_POLL_MS else RETRY_POLL_MS
+                    self._next_due_check[group] = now + soon
+                    messages = await self._messages(group, _entries(entries), known=None)
+                else:
+                    messages, wait_ms = [], next_check - now
                 remaining = count - len(messages)
                 left_ms = loop_deadline - _now_ms()
                 if remaining > 0:
@@ -330,6 +343,8 @@ class RedisBackend:
         except redis_exceptions.RedisError as exc:
             raise _wrap(exc, action="nack") from exc
         self._in_flight.discard((group, message.id))
+        due = _now_ms() + delay_ms
+        self._next_due_check[group] = min(self._next_due_check.get(group, due), due)
 
     async def claim_stale(
         self, group: str, consumer: str, *, idle_ms: int, count: int = 16
@@ -453,25 +468,22 @@ def _entries(raw: Any) -> list[tuple[str, Mapping[Any, Any]]]:
 
 
 def _message(message_id: str, fields: Mapping[Any, Any], deliveries: int) -> Message:
-    body = b""
-    event_id = ""
-    key: str | None = None
+    get = fields.get
+    body, event_id, key = get(b"body"), get(b"event_id"), get(b"key")
     headers: dict[str, str] = {}
-    for raw_name, value in fields.items():
-        name = _text(raw_name)
-        if name == "body":
-            body = _bytes(value)
-        elif name == "event_id":
-            event_id = _text(value)
-        elif name == "key":
-            key = _text(value)
-        elif name.startswith(_HEADER_PREFIX):
-            headers[name[len(_HEADER_PREFIX) :]] = _text(value)
+    if body is None or len(fields) > 2 + (key is not None):  # headers, or str field names
+        body = body if body is not None else get("body")
+        event_id = event_id if event_id is not None else get("event_id")
+        key = key if key is not None else get("key")
+        for raw_name, value in fields.items():
+            name = _text(raw_name)
+            if name.startswith(_HEADER_PREFIX):
+                headers[name[len(_HEADER_PREFIX) :]] = _text(value)
     return Message(
         id=message_id,
-        event_id=event_id,
-        body=body,
+        event_id=_text(event_id) if event_id is not None else "",
+        body=_bytes(body) if body is not None else b"",
         headers=headers,
-        key=key,
+        key=_text(key) if key is not None else None,
         deliveries=deliveries,
     )

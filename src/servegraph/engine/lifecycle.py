@@ -52,6 +52,11 @@ def shutdown_loop(loop: asyncio.AbstractEventLoop) -> None:
     tasks = asyncio.all_tasks(loop)
     for task in tasks:
         task.cancel()
+    if asyncio._get_running_loop() is not None:
+        # Collected while another loop runs in this thread (a finalizer): this one cannot
+        # run now, so its cancelled tasks are dropped with it.
+        loop.close()
+        return
     if tasks:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())

@@ -20,6 +20,8 @@ from pathlib import Path
 import nats
 import redis
 
+from servegraph.streams.nats import sanitise
+
 START_WITHIN_S = 15.0
 STOP_WITHIN_S = 15.0
 
@@ -146,6 +148,19 @@ class Broker:
         except (OSError, redis.RedisError, nats.errors.Error, TimeoutError):
             return False
 
+    def unacked(self, stream: str, group: str) -> int:
+        """Messages of ``stream`` that ``group`` has not acked (pending or not yet delivered)."""
+        if self.kind == "redis":
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+            try:
+                info = client.xinfo_groups(stream)
+            finally:
+                client.close()
+            (entry,) = [entry for entry in info if entry["name"].decode() == group]
+            return int(entry["pending"]) + int(entry["lag"] or 0)
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(asyncio.run, _nats_unacked(self.server, stream, group)).result()
+
     def tail(self) -> str:
         """The end of the broker's log, for failure messages."""
         try:
@@ -171,3 +186,12 @@ async def _jetstream_answers(server: str) -> bool:
 
 async def _quiet(_: Exception) -> None:
     """A broker still starting refuses connections: ``answers`` says so, no need to log it."""
+
+
+async def _nats_unacked(server: str, stream: str, group: str) -> int:
+    nc = await nats.connect(server, allow_reconnect=False, connect_timeout=2, error_cb=_quiet)
+    try:
+        info = await nc.jetstream().consumer_info(sanitise(stream), sanitise(group))
+        return int(info.num_ack_pending) + int(info.num_pending)
+    finally:
+        await nc.close()

@@ -1,0 +1,1 @@
+"""State: tables (memory, SQLite, Redis, PostgreSQL) and windowed aggregations."""

@@ -11,12 +11,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
-from redis.asyncio.client import Pipeline
 
 from servegraph.errors import BackendError
 from servegraph.streams.base import QueueBackend
@@ -197,13 +197,14 @@ def test_due_retry_goes_to_exactly_one_consumer() -> None:
 
 
 class CountingRedis(aioredis.Redis):
-    """A real Redis client that counts the pipelines it makes (to see publishes coalesce)."""
+    """A real Redis client that counts the batched appends it sends (one script call each),
+    to see publishes coalesce."""
 
     pipelines = 0
 
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         self.pipelines += 1
-        return super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        return await super().evalsha(sha, numkeys, *keys_and_args)
 
 
 def _counting_client() -> CountingRedis:

@@ -74,6 +74,23 @@ _Fields = dict[str, bytes | str]
 _Queued = tuple[_Fields, asyncio.Future[bytes | str | Exception]]
 
 # KEYS: stream, retry set. ARGV: group, parking consumer, message id, delay in ms.
+# ARGV: maxlen ('' for none), then per entry the number of field names and values, and them.
+_PUBLISH_SCRIPT = """
+local stream, maxlen = KEYS[1], ARGV[1]
+local ids, i = {}, 2
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local fields = {unpack(ARGV, i + 1, i + n)}
+  if maxlen == '' then
+    ids[#ids + 1] = redis.call('XADD', stream, '*', unpack(fields))
+  else
+    ids[#ids + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  end
+  i = i + n + 1
+end
+return ids
+"""
+
 _NACK_SCRIPT = """
 local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 if #claimed == 0 then
@@ -154,6 +171,7 @@ class RedisBackend:
         self._next_due_check: dict[str, int] = {}
         self._closed = False
         self._nack_script: Any = self._client.register_script(_NACK_SCRIPT)
+        self._publish_script: Any = self._client.register_script(_PUBLISH_SCRIPT)
         self._claim_due_script: Any = self._client.register_script(_CLAIM_DUE_SCRIPT)
         self._published = 0
         self._delivered = 0
@@ -245,10 +263,14 @@ class RedisBackend:
     async def _publish_batch(self, batch: list[_Queued]) -> None:
         replies: list[Any]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for fields, _reply in batch:
-                    pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
-                replies = await pipe.execute(raise_on_error=False)
+            # One script call appends the whole batch: one command to pack and one reply to
+            # parse, where a pipeline of XADDs costs redis-py both per entry.
+            arguments: list[Any] = ["" if self.maxlen is None else self.maxlen]
+            for fields, _reply in batch:
+                arguments.append(2 * len(fields))
+                for name, value in fields.items():
+                    arguments += (name, value)
+            replies = await self._publish_script(keys=[self.stream], args=arguments)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 # cancelled, the loop is stopping: the callers are cancelled too

@@ -10,10 +10,13 @@ Publish coalescing. ``publish`` calls made concurrently by tasks of one event lo
 round trips. A call made while no ``XADD`` is in flight sends its own at once, so a lone
 publish costs one round trip as ever (nothing waits for more calls to come). Calls made
 while one is in flight queue up; when it ends, a flush task sends everything queued in one
-pipeline (no transaction, at most 1000 ``XADD``s), then what was queued meanwhile, until
-nothing is left. Each caller returns once its own ``XADD`` has been answered (its message is
-in Redis) and gets its own ``BackendError`` if it failed. The flush task belongs to the
-backend: ``aclose`` waits for it, and publishes after ``aclose`` raise.
+script call (a Lua loop of up to 1000 ``XADD``s: one command for redis-py to pack and one
+reply to parse, where a pipeline costs both per entry), then what was queued meanwhile, until
+nothing is left. Each caller returns once the batch has been answered (its message is in
+Redis) and gets a ``BackendError`` if it failed (a failed batch fails each of its callers:
+entries before the failure may be in the stream, so their retry can duplicate them). The
+flush task belongs to the backend: ``aclose`` waits for it, and publishes after ``aclose``
+raise.
 
 Trimming. ``maxlen`` trims the stream on publish to about that many entries by dropping
 the *oldest* ones, whether or not every consumer group has read and acked them: Redis 7.0
@@ -68,7 +71,7 @@ _CLAIM_PAGE = 100
 _ACK_CHUNK = 1000
 """The most ids one ``XACK`` of ``ack_many`` carries."""
 _PUBLISH_BATCH = 1000
-"""The most ``XADD``s one publish pipeline carries (more wait for the next one)."""
+"""The most ``XADD``s one publish batch carries (more wait for the next one)."""
 
 _Fields = dict[str, bytes | str]
 _Queued = tuple[_Fields, asyncio.Future[bytes | str | Exception]]
@@ -199,7 +202,7 @@ class RedisBackend:
     ) -> str:
         """Append a message with ``XADD`` and return its id, once Redis has answered.
 
-        Concurrent calls share pipelines (see the module docstring).
+        Concurrent calls share round trips (see the module docstring).
 
         Raises:
             BackendError: the ``XADD`` failed, or the backend is closed.
@@ -214,7 +217,7 @@ class RedisBackend:
             for name, value in headers.items():
                 fields[_HEADER_PREFIX + name] = value
         if not self._idle.is_set():
-            # an XADD is in flight: queue behind it, to go in the next pipeline
+            # an XADD is in flight: queue behind it, to go in the next batch
             reply: asyncio.Future[bytes | str | Exception] = (
                 asyncio.get_running_loop().create_future()
             )
@@ -247,7 +250,7 @@ class RedisBackend:
             self._idle.set()
 
     async def _flush_publishes(self) -> None:
-        """Send the queued ``XADD``s, a pipeline at a time, until none is left; each reply
+        """Send the queued ``XADD``s, a batch at a time, until none is left; each reply
         (or the error) goes to its caller's future."""
         try:
             while self._queued:

@@ -21,12 +21,13 @@ from tests.fault.harness import (
     runtime_for,
 )
 
-pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.fault, pytest.mark.timeout(240)]
 
 EVENTS = 100_000
 KILL_AT = 0.3
 """The share of the answers in the output when the first consumer is killed."""
-WITHIN_S = 90.0
+WITHIN_S = 150.0
+"""How long producing and answering every event may take (about 40 s on 2 idle cores)."""
 DUPLICATES_BOUND = graphs.MAX_IN_FLIGHT + graphs.BATCH
 """Events a killed consumer can have processed without acking them: its in-flight window
 and the batch it is reading."""
@@ -50,7 +51,9 @@ def test_a_consumer_killed_mid_stream_loses_no_event(
             consumers.start("c3")
 
     async def send() -> list[str]:
-        ids = await produce(runtime, range(EVENTS), concurrency=PRODUCERS[broker.kind])
+        ids = await produce(
+            runtime, range(EVENTS), concurrency=PRODUCERS[broker.kind], within_s=WITHIN_S
+        )
         times["produced"] = time.monotonic() - started
         return ids
 

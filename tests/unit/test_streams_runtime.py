@@ -344,5 +344,6 @@ def test_an_envelope_from_a_newer_writer_is_dead_lettered_with_the_reason() -> N
     [message] = read_stream(server, "q-dead-letter")
     letter = read_dead_letter(message.body)
     assert letter.error.startswith("the envelope is version 2, written by a newer servegraph")
-    assert letter.event is not None and letter.event.body == 1  # replayable once upgraded
+    assert letter.event is not None  # replayable once upgraded
+    assert letter.event.body == 1
     server.close()

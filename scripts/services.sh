@@ -2,6 +2,8 @@
 # Make sure the local services that the integration tests need are reachable:
 #   Redis  at 127.0.0.1:6379 (or the port of $SERVEGRAPH_REDIS_URL)
 #   NATS with JetStream at 127.0.0.1:4222 (or the port of $SERVEGRAPH_NATS_URL)
+#   PostgreSQL at 127.0.0.1:5432 (or the port of $SERVEGRAPH_POSTGRES_URL), with a database
+#   `test` that the role `postgres` reaches without a password from 127.0.0.1
 # A service that is not reachable is started from its installed binary; missing binaries are
 # installed with apt-get (as root). Prints one line per service; exits non-zero if one cannot
 # be made reachable.
@@ -106,9 +108,59 @@ ensure_nats() {
     fi
 }
 
+pg_ok() {
+    local port=$1
+    reachable "$port" || return 1
+    if command -v psql >/dev/null 2>&1; then
+        psql -h 127.0.0.1 -p "$port" -U postgres -d test -tAc 'select 1' >/dev/null 2>&1 || return 1
+    fi
+}
+
+# A cluster started here is a test cluster: local connections are trusted and `test` exists.
+prepare_pg_cluster() {
+    local port=$1 version hba
+    version=$(pg_lsclusters -h | awk -v p="$port" '$3 == p {print $1; exit}')
+    [[ -n "$version" ]] || return 1
+    hba=/etc/postgresql/$version/main/pg_hba.conf
+    if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+        sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        pg_ctlcluster "$version" main reload
+    fi
+    su postgres -c "psql -p $port -tAc \"select 1 from pg_database where datname = 'test'\"" \
+        | grep -q 1 || su postgres -c "createdb -p $port test"
+}
+
+ensure_postgres() {
+    local port
+    port=$(port_of "${SERVEGRAPH_POSTGRES_URL:-}" 5432)
+    if pg_ok "$port"; then
+        echo "postgres: reachable at 127.0.0.1:$port"
+        return 0
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "services: postgres is not reachable at 127.0.0.1:$port; starting it needs root" >&2
+        return 1
+    fi
+    if ! command -v pg_lsclusters >/dev/null 2>&1; then
+        echo "services: installing postgresql with apt-get" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    fi
+    pg_lsclusters -h | awk '{print $1, $2}' | while read -r version cluster; do
+        pg_ctlcluster "$version" "$cluster" start >&2 || true
+    done
+    if wait_for "$port" && prepare_pg_cluster "$port" && pg_ok "$port"; then
+        echo "postgres: started at 127.0.0.1:$port"
+    else
+        echo "services: postgres is not reachable at 127.0.0.1:$port after ${WAIT_S}s" >&2
+        return 1
+    fi
+}
+
 failed=0
 ensure_redis || failed=1
 ensure_nats || failed=1
+ensure_postgres || failed=1
 if ((failed)); then
     echo "services: some services are not reachable; integration tests will skip or fail" >&2
     exit 1

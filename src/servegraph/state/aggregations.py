@@ -1,0 +1,546 @@
+"""Per-key windowed aggregations (storey's ``AggregateByKey``, MLRun's ``add_aggregation``).
+
+The pure computational core: no I/O, no keys, no clocks. A graph step keeps one
+``AggregationState`` per key (in a table, through ``state_to_dict``/``state_from_dict``), calls
+``Aggregator.add`` per event and ``Aggregator.features`` when it wants the feature values.
+
+Semantics
+---------
+- An ``Aggregation(name, column, operations, windows, period=None, kind="sliding")`` makes the
+  features ``{name}_{op}_{window}`` (window spelled as given, e.g. ``amount_sum_1h``); output
+  order: aggregations in order, then windows in order, then operations in order.
+- Time is cut into buckets of ``period`` seconds: an event at ``t`` lands in bucket
+  ``floor(t / period)``. Windows must be whole multiples of the period (see
+  ``servegraph.state.windows`` for the default period).
+- Sliding window ``W`` at query time ``T``: the ``W / period`` buckets ending with T's bucket
+  (events later than T in T's own bucket count; later buckets do not).
+  Fixed (tumbling) window ``W`` at ``T``: the epoch-aligned ``[floor(T/W)*W, +W)``, all of it.
+- Operations: count, sum, avg, min, max, first, last, sqr (sum of squares), stdvar (sample
+  variance, n-1) and stddev (its square root). An empty window gives count, sum and sqr 0 and
+  None for the others; stdvar and stddev are None below 2 values (storey gives NaN; None survives
+  JSON). first and last are the values at the earliest and latest event time in the window; equal
+  times keep arrival order (first: the earlier arrival, last: the later one).
+- Per key and aggregation, only buckets that got events are kept (sparse, ordered columns), so a
+  query costs a bisection and C-level ``sum``/``min``/``max`` over the buckets present, never
+  ``W / period`` steps. Each bucket holds count, sum, sum of squares, min, max, first value+time
+  and last value+time, whatever the operations, so adding an operation later needs no new state.
+- Retention: buckets no query at or after the newest event time can see are dropped, i.e. for
+  sliding windows those older than the longest window ending at the newest bucket, for fixed
+  windows those before the start of the current fixed window of each size. An out-of-order event
+  lands in its own bucket and touches no other; one whose bucket is already dropped is ignored:
+  ``add`` returns False and ``state.ignored`` counts it (an event counts once, however many
+  aggregations ignored it).
+- None, a missing column and NaN are skipped for that aggregation (like storey; not counted and
+  the newest time does not move); a value that is not a number, or is infinite, raises
+  ``AggregationValueError`` naming the aggregation and the column. bool counts as int.
+- stdvar is ``(n*sqr - sum**2) / (n*(n-1))`` over the window: exact for integers, subject to
+  cancellation for floats with a large mean relative to their spread (storey does the same).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from servegraph.errors import GraphError, ServegraphError
+from servegraph.state.windows import WindowPlan, plan_windows
+
+OPERATIONS: tuple[str, ...] = (
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "first",
+    "last",
+    "sqr",
+    "stdvar",
+    "stddev",
+)
+"""The operations an aggregation can compute (storey's names)."""
+
+STATE_FORMAT = 1
+"""The version of the dict ``state_to_dict`` writes."""
+
+_EMPTY: dict[str, float | None] = {"count": 0, "sum": 0, "sqr": 0}
+"""An empty window's value per operation (None for those not listed)."""
+
+_COLUMNS = (
+    "index",
+    "count",
+    "sum",
+    "sqr",
+    "min",
+    "max",
+    "first_time",
+    "first",
+    "last_time",
+    "last",
+)
+"""The bucket columns, in the order ``Buckets.__slots__`` and ``state_to_dict`` use."""
+
+_floor = math.floor
+
+Number = int | float
+Features = dict[str, float | None]
+
+
+class AggregationError(GraphError, ValueError):
+    """An aggregation whose configuration is wrong (names, operations, windows)."""
+
+
+class AggregationValueError(ServegraphError, ValueError):
+    """An event value that cannot be aggregated, or a saved state that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """One column aggregated with some operations over some windows.
+
+    Like storey's ``FieldAggregator(name, field, aggr, windows)`` and MLRun's
+    ``add_aggregation(column, operations, windows, period, name)``; ``kind`` chooses sliding
+    windows (storey's ``SlidingWindows``) or fixed ones (``FixedWindows``).
+    """
+
+    name: str
+    column: str
+    operations: Sequence[str]
+    windows: Sequence[str]
+    period: str | None = None
+    kind: str = "sliding"
+    plan: WindowPlan = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            msg = f"an aggregation needs a non-empty name, got {self.name!r}"
+            raise AggregationError(msg)
+        owner = f"aggregation {self.name!r}"
+        if not isinstance(self.column, str) or not self.column:
+            msg = f"{owner}: column must be a non-empty string"
+            raise AggregationError(msg)
+        if isinstance(self.operations, str) or not self.operations:
+            msg = f"{owner}: operations must be a non-empty list, e.g. ['sum', 'count']"
+            raise AggregationError(msg)
+        for op in self.operations:
+            if op not in OPERATIONS:
+                msg = (
+                    f"{owner}: unknown operation {op!r}; known operations: {', '.join(OPERATIONS)}"
+                )
+                raise AggregationError(msg)
+        if len(set(self.operations)) != len(self.operations):
+            msg = f"{owner}: an operation is listed twice: {self.operations!r}"
+            raise AggregationError(msg)
+        plan = plan_windows(self.windows, self.period, self.kind, owner=owner)
+        object.__setattr__(self, "operations", tuple(self.operations))
+        object.__setattr__(self, "windows", tuple(self.windows))
+        object.__setattr__(self, "plan", plan)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The feature names, in output order (windows, then operations)."""
+        return tuple(f"{self.name}_{op}_{w}" for w in self.windows for op in self.operations)
+
+
+class Buckets:
+    """One aggregation's buckets for one key: parallel columns ordered by bucket index."""
+
+    __slots__ = _COLUMNS
+
+    def __init__(self) -> None:
+        self.index: list[int] = []
+        self.count: list[int] = []
+        self.sum: list[Number] = []
+        self.sqr: list[Number] = []
+        self.min: list[Number] = []
+        self.max: list[Number] = []
+        self.first_time: list[float] = []
+        self.first: list[Number] = []
+        self.last_time: list[float] = []
+        self.last: list[Number] = []
+
+    def columns(self) -> tuple[list[Any], ...]:
+        return tuple(getattr(self, name) for name in _COLUMNS)
+
+    def drop_before(self, cutoff: int) -> None:
+        """Drop the buckets whose index is below ``cutoff``."""
+        k = bisect_left(self.index, cutoff)
+        if k:
+            for column in self.columns():
+                del column[:k]
+
+
+class AggregationState:
+    """One key's state: the buckets of each aggregation and the count of ignored events."""
+
+    __slots__ = ("ignored", "names", "periods_ms", "series")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        periods_ms: tuple[int, ...],
+        series: list[Buckets],
+        ignored: int = 0,
+    ) -> None:
+        self.names = names
+        self.periods_ms = periods_ms
+        self.series = series
+        self.ignored = ignored
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(
+            f"{n}: {len(s.index)}" for n, s in zip(self.names, self.series, strict=True)
+        )
+        return f"AggregationState(buckets={{{sizes}}}, ignored={self.ignored})"
+
+
+# One window's precomputed plan: (buckets, need count, need sum, need sqr, then the feature
+# name of count, sum, avg, min, max, first, last, sqr, stdvar, stddev ("" when not asked),
+# then the features of an empty window).
+_WindowPlanTuple = tuple[
+    int, bool, bool, bool, str, str, str, str, str, str, str, str, str, str, Features
+]
+
+
+class _Plan:
+    """What ``add`` and ``features`` need of one aggregation, computed once."""
+
+    __slots__ = ("column", "empty", "fixed_sizes", "keep", "name", "period", "windows")
+
+    def __init__(self, aggregation: Aggregation) -> None:
+        plan = aggregation.plan
+        self.name = aggregation.name
+        self.column = aggregation.column
+        self.period = plan.period
+        # Sliding: keep the longest window ending at the newest bucket (newest - keep onwards).
+        self.keep = plan.longest - 1
+        self.fixed_sizes: tuple[int, ...] | None = (
+            tuple(w.buckets for w in plan.windows) if plan.kind == "fixed" else None
+        )
+        ops = aggregation.operations
+        windows: list[_WindowPlanTuple] = []
+        self.empty: Features = {}
+        for window in plan.windows:
+            names = {op: f"{aggregation.name}_{op}_{window.spelling}" for op in ops}
+            empty = {names[op]: _EMPTY.get(op) for op in ops}
+            self.empty.update(empty)
+            windows.append(
+                (
+                    window.buckets,
+                    bool({"count", "avg", "stdvar", "stddev"} & names.keys()),
+                    bool({"sum", "avg", "stdvar", "stddev"} & names.keys()),
+                    bool({"sqr", "stdvar", "stddev"} & names.keys()),
+                    *(names.get(op, "") for op in OPERATIONS),
+                    empty,
+                )  # type: ignore[arg-type]
+            )
+        self.windows = tuple(windows)
+
+    def cutoff(self, newest: int) -> int:
+        """The oldest bucket index still kept when the newest bucket is ``newest``."""
+        sizes = self.fixed_sizes
+        if sizes is None:
+            return newest - self.keep
+        return min(newest // size * size for size in sizes)
+
+    def coerce(self, value: object) -> Number | None:
+        """The slow path for a value that is not a finite int or float: None to skip it."""
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if not isinstance(value, str | bytes | bytearray):
+            try:
+                number = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                pass
+            else:
+                if number != number:  # NaN is how pandas spells a missing value
+                    return None
+                if number - number == 0:
+                    return number
+                msg = (
+                    f"aggregation {self.name!r}: column {self.column!r} holds {value!r}; "
+                    "aggregations take finite numbers (None and NaN are skipped)"
+                )
+                raise AggregationValueError(msg)
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        msg = (
+            f"aggregation {self.name!r}: column {self.column!r} holds {text} "
+            f"({type(value).__name__}), not a number; aggregations take int or float values "
+            "(None and NaN are skipped)"
+        )
+        raise AggregationValueError(msg)
+
+
+class Aggregator:
+    """Applies a fixed list of aggregations to per-key states.
+
+    ``state = aggregator.new_state()``; ``aggregator.add(state, body, time)`` per event;
+    ``aggregator.features(state, time)`` for the values. Times are float epoch seconds.
+    """
+
+    __slots__ = ("_names", "_periods_ms", "_plans", "aggregations", "feature_names")
+
+    def __init__(self, aggregations: Sequence[Aggregation]) -> None:
+        if not aggregations:
+            msg = "an aggregator needs at least one aggregation"
+            raise AggregationError(msg)
+        names = [a.name for a in aggregations]
+        for name in names:
+            if names.count(name) > 1:
+                msg = f"aggregation {name!r} is defined twice"
+                raise AggregationError(msg)
+        features = [f for a in aggregations for f in a.feature_names]
+        for feature in features:
+            if features.count(feature) > 1:
+                msg = f"feature {feature!r} is produced twice; rename one"
+                raise AggregationError(msg)
+        self.aggregations = tuple(aggregations)
+        self.feature_names = tuple(features)
+        self._names = tuple(names)
+        self._periods_ms = tuple(a.plan.period_ms for a in aggregations)
+        self._plans = tuple(_Plan(a) for a in aggregations)
+
+    def new_state(self) -> AggregationState:
+        """An empty state for one key."""
+        return AggregationState(self._names, self._periods_ms, [Buckets() for _ in self._plans])
+
+    def add(self, state: AggregationState, values: Mapping[str, Any], time: float) -> bool:
+        """Add one event (``values``: the event body, read by column) at ``time`` (epoch s).
+
+        Returns False when the event was too old for at least one aggregation (it is ignored
+        there and counted in ``state.ignored``), True otherwise.
+        """
+        ignored = False
+        for plan, s in zip(self._plans, state.series, strict=True):
+            value = values.get(plan.column)
+            if value is None:
+                continue
+            cls = value.__class__
+            if cls is not float:
+                if cls is not int:
+                    value = plan.coerce(value)
+                    if value is None:
+                        continue
+            elif value - value != 0:  # NaN or infinite
+                value = plan.coerce(value)
+                if value is None:
+                    continue
+            b = _floor(time / plan.period)
+            index = s.index
+            n = len(index)
+            if n == 0 or b > index[-1]:
+                # A new newest bucket: drop what no window can see any more, then append.
+                if n:
+                    cutoff = b - plan.keep if plan.fixed_sizes is None else plan.cutoff(b)
+                    if index[0] < cutoff:
+                        s.drop_before(cutoff)
+                index.append(b)
+                s.count.append(1)
+                s.sum.append(value)
+                s.sqr.append(value * value)
+                s.min.append(value)
+                s.max.append(value)
+                s.first_time.append(time)
+                s.first.append(value)
+                s.last_time.append(time)
+                s.last.append(value)
+                continue
+            j = n - 1
+            if index[j] != b:
+                newest = index[j]
+                if b < (newest - plan.keep if plan.fixed_sizes is None else plan.cutoff(newest)):
+                    ignored = True
+                    continue
+                j = bisect_left(index, b)
+                if index[j] != b:
+                    index.insert(j, b)
+                    s.count.insert(j, 1)
+                    s.sum.insert(j, value)
+                    s.sqr.insert(j, value * value)
+                    s.min.insert(j, value)
+                    s.max.insert(j, value)
+                    s.first_time.insert(j, time)
+                    s.first.insert(j, value)
+                    s.last_time.insert(j, time)
+                    s.last.insert(j, value)
+                    continue
+            s.count[j] += 1
+            s.sum[j] += value
+            s.sqr[j] += value * value
+            low = s.min
+            if value < low[j]:
+                low[j] = value
+            else:
+                high = s.max
+                if value > high[j]:
+                    high[j] = value
+            first_time = s.first_time
+            if time < first_time[j]:
+                first_time[j] = time
+                s.first[j] = value
+            last_time = s.last_time
+            if time >= last_time[j]:
+                last_time[j] = time
+                s.last[j] = value
+        if ignored:
+            state.ignored += 1
+            return False
+        return True
+
+    def features(
+        self, state: AggregationState, time: float, into: Features | None = None
+    ) -> Features:
+        """Every feature's value at ``time``; written into ``into`` (and returned) if given."""
+        out: Features = {} if into is None else into
+        for plan, s in zip(self._plans, state.series, strict=True):
+            index = s.index
+            n = len(index)
+            if n == 0:
+                out.update(plan.empty)
+                continue
+            oldest = index[0]
+            newest = index[-1]
+            t = _floor(time / plan.period)
+            sizes = plan.fixed_sizes
+            for (
+                size,
+                need_count,
+                need_sum,
+                need_sqr,
+                n_count,
+                n_sum,
+                n_avg,
+                n_min,
+                n_max,
+                n_first,
+                n_last,
+                n_sqr,
+                n_stdvar,
+                n_stddev,
+                empty,
+            ) in plan.windows:
+                if sizes is None:
+                    hi_b = t
+                    lo_b = t - size + 1
+                else:
+                    lo_b = t // size * size
+                    hi_b = lo_b + size - 1
+                # Every bucket present is at or after the retention cutoff, so the window's
+                # own bounds are all that matter.
+                lo = 0 if oldest >= lo_b else bisect_left(index, lo_b)
+                hi = n if newest <= hi_b else bisect_right(index, hi_b, lo)
+                if lo >= hi:
+                    out.update(empty)
+                    continue
+                count = sum(s.count[lo:hi]) if need_count else 0
+                total: Number = sum(s.sum[lo:hi]) if need_sum else 0
+                squares: Number = sum(s.sqr[lo:hi]) if need_sqr else 0
+                if n_count:
+                    out[n_count] = count
+                if n_sum:
+                    out[n_sum] = total
+                if n_avg:
+                    out[n_avg] = total / count
+                if n_min:
+                    out[n_min] = min(s.min[lo:hi])
+                if n_max:
+                    out[n_max] = max(s.max[lo:hi])
+                if n_first:
+                    out[n_first] = s.first[lo]
+                if n_last:
+                    out[n_last] = s.last[hi - 1]
+                if n_sqr:
+                    out[n_sqr] = squares
+                if n_stdvar or n_stddev:
+                    variance: float | None = None
+                    if count > 1:
+                        variance = (count * squares - total * total) / (count * (count - 1))
+                        if variance < 0:  # rounding of float values spread very thinly
+                            variance = 0.0
+                    if n_stdvar:
+                        out[n_stdvar] = variance
+                    if n_stddev:
+                        out[n_stddev] = None if variance is None else math.sqrt(variance)
+        return out
+
+    def restore(self, data: Mapping[str, Any]) -> AggregationState:
+        """A state read by ``state_from_dict`` and fitted to this aggregator.
+
+        Aggregations are matched by name: one saved with a different period starts empty (its
+        buckets cannot be re-cut), one not saved starts empty, one no longer configured is
+        dropped; buckets the current windows no longer keep are dropped.
+        """
+        saved = state_from_dict(data)
+        by_name = dict(
+            zip(saved.names, zip(saved.periods_ms, saved.series, strict=True), strict=True)
+        )
+        series: list[Buckets] = []
+        for name, period_ms, plan in zip(self._names, self._periods_ms, self._plans, strict=True):
+            found = by_name.get(name)
+            buckets = found[1] if found is not None and found[0] == period_ms else Buckets()
+            if buckets.index:
+                buckets.drop_before(plan.cutoff(buckets.index[-1]))
+            series.append(buckets)
+        return AggregationState(self._names, self._periods_ms, series, saved.ignored)
+
+
+def state_to_dict(state: AggregationState) -> dict[str, Any]:
+    """``state`` as a JSON-compatible dict (lists copied: later events do not change it)."""
+    return {
+        "format": STATE_FORMAT,
+        "ignored": state.ignored,
+        "aggregations": {
+            name: {
+                "period_ms": period_ms,
+                **{
+                    column: list(values)
+                    for column, values in zip(_COLUMNS, s.columns(), strict=True)
+                },
+            }
+            for name, period_ms, s in zip(state.names, state.periods_ms, state.series, strict=True)
+        },
+    }
+
+
+def state_from_dict(data: Mapping[str, Any]) -> AggregationState:
+    """The state ``state_to_dict`` wrote, exactly (use ``Aggregator.restore`` to fit it to an
+    aggregator whose configuration may have changed since)."""
+    if not isinstance(data, Mapping) or data.get("format") != STATE_FORMAT:
+        found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        msg = (
+            f"aggregation state is not in format {STATE_FORMAT} (found {found!r}): "
+            "it was not written by state_to_dict of this version"
+        )
+        raise AggregationValueError(msg)
+    aggregations = data.get("aggregations")
+    ignored = data.get("ignored")
+    if not isinstance(aggregations, Mapping) or not isinstance(ignored, int):
+        msg = "aggregation state needs 'aggregations' (a mapping) and 'ignored' (an int)"
+        raise AggregationValueError(msg)
+    names: list[str] = []
+    periods: list[int] = []
+    series: list[Buckets] = []
+    for name, saved in aggregations.items():
+        buckets = Buckets()
+        try:
+            period_ms = saved["period_ms"]
+            columns = [list(saved[column]) for column in _COLUMNS]
+        except (KeyError, TypeError) as error:
+            msg = (
+                f"aggregation state of {name!r} lacks {error}: it needs 'period_ms' and the "
+                f"columns {', '.join(_COLUMNS)}"
+            )
+            raise AggregationValueError(msg) from None
+        if len({len(column) for column in columns}) > 1:
+            msg = f"aggregation state of {name!r} has columns of different lengths"
+            raise AggregationValueError(msg)
+        for column, values in zip(_COLUMNS, columns, strict=True):
+            setattr(buckets, column, values)
+        names.append(name)
+        periods.append(period_ms)
+        series.append(buckets)
+    return AggregationState(tuple(names), tuple(periods), series, ignored)

@@ -49,6 +49,8 @@ def build_callee(
             method = method_name(step, target)
             instance = _instantiate(target, step, context)
             function = getattr(instance, method)
+            # Filters stop events even where None is passed on (MLRun's stop_on_none=False).
+            stop_on_none = stop_on_none or getattr(instance, "stops_on_none", False) is True
             full_event = step.full_event or method == "do_event"
         else:
             function = target

@@ -8,17 +8,54 @@ import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any
 
+from .emitters import Emitter
+
 logger = logging.getLogger("servegraph.engine")
 
 
 def close_steps(instances: Iterable[object]) -> list[Awaitable[Any]]:
-    """Call every step object's close hook, last built first; return the ones to await.
+    """Flush emitters (first built first), then call every step object's close hook (last
+    built first); return what is left to await, in order.
 
-    A hook that raises is logged with its traceback and the others still run: closing is a
-    process boundary.
+    Emitters flush before any step closes, so that what they held still reaches open steps.
+    When a flush is async, everything after it waits for it (the returned awaitable does it
+    all). A hook that raises is logged with its traceback and the others still run: closing is
+    a process boundary.
     """
+    instances = list(instances)
+    for index, instance in enumerate(instances):
+        if isinstance(instance, Emitter):
+            try:
+                flushing = instance.flush()
+            except Exception:
+                logger.exception("flushing step object %r failed", instance)
+                continue
+            if flushing is not None:
+                return [_after(instance, flushing, instances[index + 1 :], instances)]
+    return _close_hooks(instances)
+
+
+async def _after(
+    emitter: object, flushing: Awaitable[Any], rest: list[object], instances: list[object]
+) -> None:
+    """Await an async flush, flush the emitters after it in turn, then close every step."""
+    await _logged(emitter, flushing)
+    for instance in rest:
+        if not isinstance(instance, Emitter):
+            continue
+        try:
+            flushed = instance.flush()
+        except Exception:
+            logger.exception("flushing step object %r failed", instance)
+            continue
+        if flushed is not None:
+            await _logged(instance, flushed)
+    await await_all(_close_hooks(instances))
+
+
+def _close_hooks(instances: list[object]) -> list[Awaitable[Any]]:
     pending: list[Awaitable[Any]] = []
-    for instance in reversed(list(instances)):
+    for instance in reversed(instances):
         hook = getattr(instance, "aclose", None) or getattr(instance, "close", None)
         if not callable(hook):
             continue

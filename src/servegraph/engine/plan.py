@@ -18,6 +18,7 @@ from ..graph.resolve import Namespace
 from ..graph.spec import EngineKind, GraphSpec, StepKind, StepSpec
 from ..graph.validate import check
 from .adapters import Callee, build_callee, build_selector, in_executor
+from .emitters import Emitter, Gatherer
 from .routing import RouteTable, make_router_call
 from .trace import traced
 
@@ -40,6 +41,8 @@ class Segment:
 
     Several ``branches`` mean a fan-out: each branch gets its own copy of the event. A step with
     several predecessors starts a segment shared by all of them, and runs once per arrival.
+    A segment that ends with an ``emitter`` step hands the event to it instead: the emitter
+    runs the branches itself (``emits_async``: through ``emit_async``).
     """
 
     head: tuple[Node, ...]
@@ -47,6 +50,8 @@ class Segment:
     responds: bool
     branches: tuple[Segment, ...]
     is_async: bool
+    emitter: Emitter | None = None
+    emits_async: bool = False
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -79,7 +84,9 @@ def compile_plan(
     they never stall the event loop; a step is blocking unless its spec says
     ``blocking=False`` or its class has ``blocking = False``. ``queues`` builds the call of
     each queue step (an async call that writes the event to its stream): the stream runtime
-    gives it; without it, a graph with queue steps does not compile.
+    gives it; without it, a graph with queue steps does not compile. Emitter steps (batch and
+    the like, see ``engine.emitters``) make events wait for their downstream work under the
+    async engine, in servers (``offload``) and on streams (``queues``).
 
     Raises:
         GraphError: every problem found, each naming its step (validation, imports, constructors,
@@ -101,6 +108,7 @@ class _Compiler:
     ) -> None:
         self.offload = offload
         self.queues = queues
+        self.waits = engine is EngineKind.ASYNC or offload is not None or queues is not None
         self.spec = spec
         self.namespace = namespace
         self.context = context
@@ -132,7 +140,14 @@ class _Compiler:
             raise GraphError(message)
         is_async = any(segment.is_async for segment in entries)
         if self.engine is EngineKind.SYNC and is_async:
-            names = ", ".join(repr(name) for name, node in nodes.items() if node.is_async)
+            waiting = [
+                segment.nodes[-1].name
+                for segment in self.segments.values()
+                if segment.emits_async and segment.nodes
+            ]
+            names = ", ".join(
+                repr(name) for name, node in nodes.items() if node.is_async or name in waiting
+            )
             message = f"async steps ({names}) need the async engine; use engine='async'"
             raise GraphError(message)
         has_responder = any(step.responder for step in self.spec.steps)
@@ -159,7 +174,7 @@ class _Compiler:
             self.instances.append(callee.instance)
         callee = self._offloaded(step, callee)
         call = self._traced(step.name, callee.call, callee.takes_body, callee.is_async)
-        return _Draft(step, call, callee.takes_body, callee.is_async)
+        return _Draft(step, call, callee.takes_body, callee.is_async, callee.instance)
 
     def _queue(self, step: StepSpec) -> _Draft:
         if self.queues is None:
@@ -211,23 +226,52 @@ class _Compiler:
             raise GraphError([Problem(name, message)])
         self.building.add(name)
         chain = [name]
-        while len(self.children[chain[-1]]) == 1:
+        while len(self.children[chain[-1]]) == 1 and not isinstance(
+            drafts[chain[-1]].instance, Emitter
+        ):
             child = self.children[chain[-1]][0]
             if len(self.spec.step(child).after) != 1:
                 break
             chain.append(child)
         nodes = tuple(self._finish(drafts[step], drafts) for step in chain)
-        branches = tuple(self._segment(child, drafts) for child in self.children[chain[-1]])
-        is_async = any(
-            node.is_async or (node.on_error is not None and node.on_error.is_async)
-            for node in nodes
-        ) or any(branch.is_async for branch in branches)
+        last = chain[-1]
+        outlets = {child: self._outlet(last, child, drafts) for child in self.children[last]}
+        branches = tuple(outlets.values())
+        emitter = drafts[last].instance
+        emits_async = False
+        if isinstance(emitter, Emitter):
+            emits_async = emitter.bind(outlets, waits=self.waits)
+        else:
+            emitter = None
+        is_async = (
+            emits_async
+            or any(
+                node.is_async or (node.on_error is not None and node.on_error.is_async)
+                for node in nodes
+            )
+            or any(branch.is_async for branch in branches)
+        )
         cut = next((i + 1 for i, node in enumerate(nodes) if node.is_responder), len(nodes))
         responds = cut > 0 and nodes[cut - 1].is_responder
-        segment = Segment(nodes[:cut], nodes[cut:], responds, branches, is_async)
+        segment = Segment(
+            nodes[:cut], nodes[cut:], responds, branches, is_async, emitter, emits_async
+        )
         self.segments[name] = segment
         self.building.discard(name)
         return segment
+
+    def _outlet(self, parent: str, child: str, drafts: dict[str, _Draft]) -> Segment:
+        """The segment that ``parent`` passes events to for ``child``: the child's own, or,
+        for a gatherer (merge) with several predecessors, an arrival that waits for all."""
+        segment = self._segment(child, drafts)
+        gatherer = drafts[child].instance
+        parents = self.spec.step(child).after
+        if not isinstance(gatherer, Gatherer) or len(parents) < 2:
+            return segment
+        arrival = gatherer.arrival(parent, parents)
+        emits_async = arrival.bind({child: segment}, waits=self.waits)
+        is_async = emits_async or segment.is_async
+        return Segment((), (), False, (segment,), is_async, arrival, emits_async)
 
     def _descendants(self, name: str | None) -> set[str]:
         """``name`` and every step after it (the steps of an error handler's chain)."""
@@ -258,6 +302,7 @@ class _Draft:
     call: Callable[[Any], Any]
     takes_body: bool
     is_async: bool
+    instance: object | None = None
 
 
 def _unbuilt(body: Any) -> Any:  # pragma: no cover - never runs: compile raises first

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import StepError
@@ -118,6 +118,9 @@ def run_segment(segment: Segment, event: Event, outcome: Outcome) -> None:
             recover(failure, outcome)
             return
         event = reached
+        if segment.emitter is not None:
+            segment.emitter.emit(event, outcome)
+            return
         branches = segment.branches
         if not branches:
             if not outcome.reached_leaf:
@@ -131,6 +134,21 @@ def run_segment(segment: Segment, event: Event, outcome: Outcome) -> None:
         for branch, twin in zip(branches, copies, strict=True):
             run_segment(branch, twin, outcome)
         return
+
+
+def run_outlets(outlets: Sequence[Segment], event: Event, outcome: Outcome) -> None:
+    """Run ``event`` through some of an emitter's outlets (none: ``event`` is a leaf); each
+    outlet after the first gets a copy."""
+    if not outlets:
+        if not outcome.reached_leaf:
+            outcome.reached_leaf = True
+            outcome.leaf = event.body
+        return
+    if len(outlets) == 1:
+        run_segment(outlets[0], event, outcome)
+        return
+    for outlet, twin in zip(outlets, branch_copies(event, len(outlets), None), strict=True):
+        run_segment(outlet, twin, outcome)
 
 
 def snapshot(event: Event, segment: Segment) -> Any:
@@ -178,7 +196,7 @@ class SyncRunner:
         self._has_responder = plan.has_responder
         single = plan.entries[0] if len(plan.entries) == 1 else None
         self.run: Callable[[Event], Any]
-        if single is not None and not single.branches:
+        if single is not None and not single.branches and single.emitter is None:
             self._chain = single
             self.run = self._run_chain
         else:
@@ -252,6 +270,12 @@ async def run_segment_async(segment: Segment, event: Event, outcome: Outcome) ->
             await recover_async(failure, outcome)
             return
         event = reached
+        if segment.emitter is not None:
+            if segment.emits_async:
+                await segment.emitter.emit_async(event, outcome)
+            else:
+                segment.emitter.emit(event, outcome)
+            return
         branches = segment.branches
         if not branches:
             if not outcome.reached_leaf:
@@ -263,6 +287,19 @@ async def run_segment_async(segment: Segment, event: Event, outcome: Outcome) ->
             continue
         await fan_out(branches, event, outcome, segment)
         return
+
+
+async def run_outlets_async(outlets: Sequence[Segment], event: Event, outcome: Outcome) -> None:
+    """Async twin of ``run_outlets``: several outlets run concurrently when any is async."""
+    if not outlets:
+        if not outcome.reached_leaf:
+            outcome.reached_leaf = True
+            outcome.leaf = event.body
+        return
+    if len(outlets) == 1:
+        await run_segment_async(outlets[0], event, outcome)
+        return
+    await fan_out(tuple(outlets), event, outcome, None)
 
 
 async def fan_out(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from ..errors import GraphError
 from .resolve import Namespace, ResolveError, is_class, reference_of, resolve
@@ -14,7 +15,15 @@ from .spec import EngineKind, GraphSpec, StepKind, StepSpec, Topology
 if TYPE_CHECKING:
     from ..testing import MockServer
 
-StepTarget = Callable[..., Any] | type | str
+
+
+class StepObject(Protocol):
+    """A built-in step object (``servegraph.steps``): it stands for a class and its arguments."""
+
+    def as_step(self) -> tuple[type, Mapping[str, Any]]: ...
+
+
+StepTarget = Callable[..., Any] | type | str | StepObject
 """A step is made from a function, a class, or the import path of either."""
 
 
@@ -359,6 +368,14 @@ class Graph:
             raise TypeError(message)
         options = dict(options)
         options["class_args"] = dict(options.get("class_args") or {})
+        as_step = getattr(target, "as_step", None)
+        if as_step is not None and not is_class(target):
+            # A built-in step object (servegraph.steps): the spec keeps its class and arguments.
+            cls, arguments = as_step()
+            options["class_args"] = {**arguments, **options["class_args"]}
+            taken = {step.name for step in self._steps}
+            name = name or _free_name(getattr(target, "default_name", "step"), taken)
+            return StepSpec(name=name, class_name=reference_of(cls), target=cls, **options)
         if isinstance(target, str):
             default = name or _last_part(target)
             if "handler" in options or options["class_args"]:
@@ -399,6 +416,13 @@ _STEP_OPTIONS = frozenset(
         "blocking",
     }
 )
+
+
+def _free_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_2``, ``base_3``... when steps already have that name."""
+    if base not in taken:
+        return base
+    return next(f"{base}_{n}" for n in itertools.count(2) if f"{base}_{n}" not in taken)
 
 
 def _router_fields(router: type | str | None, router_args: Mapping[str, Any] | None) -> Any:

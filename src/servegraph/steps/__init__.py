@@ -1,0 +1,1 @@
+"""Built-in steps: one module per family."""

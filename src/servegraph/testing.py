@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .context import Context
-from .engine.lifecycle import await_all, close_steps, shutdown_loop
+from .engine.lifecycle import (
+    await_all,
+    close_steps,
+    has_start_hooks,
+    shutdown_loop,
+    start_steps,
+)
 from .engine.plan import Plan, compile_plan
 from .engine.runner import AsyncRunner, SyncRunner
 from .errors import ProtocolError, ServegraphError
@@ -76,6 +82,10 @@ class MockServer:
         self._run: Callable[[Event], Awaitable[Any]] = (
             self._async.run if self.streams is None else self._run_through_streams
         )
+        self._starting: asyncio.Future[None] | None = None
+        if has_start_hooks(self._instances or self.plan.instances):
+            self._running = self._run
+            self._run = self._start_then_run
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _compile_streams(self, spec: GraphSpec, namespace: Namespace, engine: EngineKind) -> Plan:
@@ -103,6 +113,23 @@ class MockServer:
             self._consumers.append(consumer)
         self._instances = tuple(instances)
         return plan
+
+    async def _start_then_run(self, event: Event) -> Any:
+        """Events start the steps (``astart`` hooks: tables, clients) before they run; every
+        event that arrives while they start waits for the same start."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(
+                start_steps(self._instances or self.plan.instances)
+            )
+        starting = self._starting
+        try:
+            await asyncio.shield(starting)
+        except BaseException:
+            if starting.done() and self._starting is starting:
+                self._starting = None  # failed: the next event tries again
+            raise
+        self._run = self._running
+        return await self._running(event)
 
     async def _run_through_streams(self, event: Event) -> Any:
         answer = await self._async.run(event)

@@ -1,4 +1,10 @@
-"""Closing step objects: ``aclose()`` or ``close()`` hooks, sync or async, in reverse order."""
+"""Starting and closing step objects.
+
+``astart()`` hooks run, first built first, before the first event (servers at startup,
+consumers before they read, mock servers before their first event): that is where a step
+connects to a table or a service, so that an unreachable one fails startup with a clear error.
+Closing flushes emitters, then calls ``aclose()`` or ``close()`` hooks, last built first.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,20 @@ from typing import Any
 from .emitters import Emitter
 
 logger = logging.getLogger("servegraph.engine")
+
+
+def has_start_hooks(instances: Iterable[object]) -> bool:
+    """Whether any step object has an ``astart()`` hook."""
+    return any(callable(getattr(instance, "astart", None)) for instance in instances)
+
+
+async def start_steps(instances: Iterable[object]) -> None:
+    """Await every step object's ``astart()`` hook, first built first; the first error stops
+    the start (and is raised: the graph cannot serve)."""
+    for instance in instances:
+        hook = getattr(instance, "astart", None)
+        if callable(hook):
+            await hook()
 
 
 def close_steps(instances: Iterable[object]) -> list[Awaitable[Any]]:

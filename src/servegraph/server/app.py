@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from ..context import Context
-from ..engine.lifecycle import await_all, close_steps
+from ..engine.lifecycle import await_all, close_steps, start_steps
 from ..engine.plan import Plan, compile_plan
 from ..engine.runner import AsyncRunner
 from ..errors import ProtocolError, ServegraphError
@@ -120,6 +120,7 @@ class ServingApp:
                 self.plan = await asyncio.to_thread(self._compile)
                 if self.streams is not None:
                     await self.streams.check(MAIN)  # an unreachable broker fails startup
+                await start_steps(self.plan.instances)  # so does an unreachable table
                 if self._deadlines is not None:
                     self._deadlines.start()
                 self._runner = AsyncRunner(self.plan)

@@ -17,7 +17,7 @@ import signal
 import socket
 
 from ..context import Context
-from ..engine.lifecycle import await_all, close_steps
+from ..engine.lifecycle import await_all, close_steps, start_steps
 from ..graph.spec import GraphSpec
 from .health import serve_health
 from .runtime import StreamRuntime
@@ -63,6 +63,7 @@ async def _consume(
     try:
         await runtime.check(segment)
         plan = await asyncio.to_thread(runtime.compile, segment)
+        await start_steps(plan.instances)
         consumer = runtime.consumer(segment, consumer=name, plan=plan)
         logger.info(
             "consuming segment %r from %r as %r of group %r",

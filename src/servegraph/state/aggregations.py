@@ -8,7 +8,7 @@ Semantics
 ---------
 - An ``Aggregation(name, column, operations, windows, period=None, kind="sliding")`` makes the
   features ``{name}_{op}_{window}`` (window spelled as given, e.g. ``amount_sum_1h``); output
-  order: aggregations in order, then windows in order, then operations in order.
+  order: aggregations and windows in the order given, operations in the order of ``OPERATIONS``.
 - Time is cut into buckets of ``period`` seconds: an event at ``t`` lands in bucket
   ``floor(t / period)``. Windows must be whole multiples of the period (see
   ``servegraph.state.windows`` for the default period).
@@ -22,8 +22,9 @@ Semantics
   times keep arrival order (first: the earlier arrival, last: the later one).
 - Per key and aggregation, only buckets that got events are kept (sparse, ordered columns), so a
   query costs a bisection and C-level ``sum``/``min``/``max`` over the buckets present, never
-  ``W / period`` steps. Each bucket holds count, sum, sum of squares, min, max, first value+time
-  and last value+time, whatever the operations, so adding an operation later needs no new state.
+  ``W / period`` steps. Each bucket holds count, sum, sum of squares, min, max, first value+time,
+  last value+time and the shifted sums below, whatever the operations, so adding an operation
+  later needs no new state.
 - Retention: buckets no query at or after the newest event time can see are dropped, i.e. for
   sliding windows those older than the longest window ending at the newest bucket, for fixed
   windows those before the start of the current fixed window of each size. An out-of-order event
@@ -33,8 +34,11 @@ Semantics
 - None, a missing column and NaN are skipped for that aggregation (like storey; not counted and
   the newest time does not move); a value that is not a number, or is infinite, raises
   ``AggregationValueError`` naming the aggregation and the column. bool counts as int.
-- stdvar is ``(n*sqr - sum**2) / (n*(n-1))`` over the window: exact for integers, subject to
-  cancellation for floats with a large mean relative to their spread (storey does the same).
+- stdvar is ``(n*Q - D**2) / (n*(n-1))`` over the window, where D and Q are the sums of
+  ``x - K`` and ``(x - K)**2`` and K is the first value the key's aggregation ever saw (the
+  "shifted data" algorithm): exact for integers, exactly 0 for constant values, and free of the
+  cancellation that ``n*sqr - sum**2`` (storey's formula) suffers when the mean is large
+  relative to the spread, as long as the values stay near K.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ _COLUMNS = (
     "first",
     "last_time",
     "last",
+    "shifted",
+    "shifted_sqr",
 )
 """The bucket columns, in the order ``Buckets.__slots__`` and ``state_to_dict`` use."""
 
@@ -120,7 +126,7 @@ class Aggregation:
             raise AggregationError(msg)
         owner = f"aggregation {self.name!r}"
         if not isinstance(self.column, str) or not self.column:
-            msg = f"{owner}: column must be a non-empty string"
+            msg = f"{owner}: column must be a non-empty string, got {self.column!r}"
             raise AggregationError(msg)
         if isinstance(self.operations, str) or not self.operations:
             msg = f"{owner}: operations must be a non-empty list, e.g. ['sum', 'count']"
@@ -141,16 +147,19 @@ class Aggregation:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        """The feature names, in output order (windows, then operations)."""
-        return tuple(f"{self.name}_{op}_{w}" for w in self.windows for op in self.operations)
+        """The feature names, in output order (windows, then operations as in OPERATIONS)."""
+        ops = [op for op in OPERATIONS if op in self.operations]
+        return tuple(f"{self.name}_{op}_{w}" for w in self.windows for op in ops)
 
 
 class Buckets:
     """One aggregation's buckets for one key: parallel columns ordered by bucket index."""
 
-    __slots__ = _COLUMNS
+    __slots__ = (*_COLUMNS, "shift")
 
     def __init__(self) -> None:
+        # K of the shifted sums: the first value added while the series was empty.
+        self.shift: Number = 0
         self.index: list[int] = []
         self.count: list[int] = []
         self.sum: list[Number] = []
@@ -161,6 +170,8 @@ class Buckets:
         self.first: list[Number] = []
         self.last_time: list[float] = []
         self.last: list[Number] = []
+        self.shifted: list[Number] = []
+        self.shifted_sqr: list[Number] = []
 
     def columns(self) -> tuple[list[Any], ...]:
         return tuple(getattr(self, name) for name in _COLUMNS)
@@ -197,11 +208,11 @@ class AggregationState:
         return f"AggregationState(buckets={{{sizes}}}, ignored={self.ignored})"
 
 
-# One window's precomputed plan: (buckets, need count, need sum, need sqr, then the feature
+# One window's precomputed plan: (buckets, need count, need sum, then the feature
 # name of count, sum, avg, min, max, first, last, sqr, stdvar, stddev ("" when not asked),
 # then the features of an empty window).
 _WindowPlanTuple = tuple[
-    int, bool, bool, bool, str, str, str, str, str, str, str, str, str, str, Features
+    int, bool, bool, str, str, str, str, str, str, str, str, str, str, Features
 ]
 
 
@@ -225,14 +236,13 @@ class _Plan:
         self.empty: Features = {}
         for window in plan.windows:
             names = {op: f"{aggregation.name}_{op}_{window.spelling}" for op in ops}
-            empty = {names[op]: _EMPTY.get(op) for op in ops}
+            empty = {names[op]: _EMPTY.get(op) for op in OPERATIONS if op in names}
             self.empty.update(empty)
             windows.append(
                 (
                     window.buckets,
                     bool({"count", "avg", "stdvar", "stddev"} & names.keys()),
-                    bool({"sum", "avg", "stdvar", "stddev"} & names.keys()),
-                    bool({"sqr", "stdvar", "stddev"} & names.keys()),
+                    bool({"sum", "avg"} & names.keys()),
                     *(names.get(op, "") for op in OPERATIONS),
                     empty,
                 )  # type: ignore[arg-type]
@@ -293,11 +303,8 @@ class Aggregator:
             if names.count(name) > 1:
                 msg = f"aggregation {name!r} is defined twice"
                 raise AggregationError(msg)
+        # Distinct names make distinct features: neither operations nor windows contain "_".
         features = [f for a in aggregations for f in a.feature_names]
-        for feature in features:
-            if features.count(feature) > 1:
-                msg = f"feature {feature!r} is produced twice; rename one"
-                raise AggregationError(msg)
         self.aggregations = tuple(aggregations)
         self.feature_names = tuple(features)
         self._names = tuple(names)
@@ -338,6 +345,9 @@ class Aggregator:
                     cutoff = b - plan.keep if plan.fixed_sizes is None else plan.cutoff(b)
                     if index[0] < cutoff:
                         s.drop_before(cutoff)
+                else:
+                    s.shift = value  # no bucket holds shifted sums: anchor K here
+                d = value - s.shift
                 index.append(b)
                 s.count.append(1)
                 s.sum.append(value)
@@ -348,6 +358,8 @@ class Aggregator:
                 s.first.append(value)
                 s.last_time.append(time)
                 s.last.append(value)
+                s.shifted.append(d)
+                s.shifted_sqr.append(d * d)
                 continue
             j = n - 1
             if index[j] != b:
@@ -357,6 +369,7 @@ class Aggregator:
                     continue
                 j = bisect_left(index, b)
                 if index[j] != b:
+                    d = value - s.shift
                     index.insert(j, b)
                     s.count.insert(j, 1)
                     s.sum.insert(j, value)
@@ -367,10 +380,15 @@ class Aggregator:
                     s.first.insert(j, value)
                     s.last_time.insert(j, time)
                     s.last.insert(j, value)
+                    s.shifted.insert(j, d)
+                    s.shifted_sqr.insert(j, d * d)
                     continue
             s.count[j] += 1
             s.sum[j] += value
             s.sqr[j] += value * value
+            d = value - s.shift
+            s.shifted[j] += d
+            s.shifted_sqr[j] += d * d
             low = s.min
             if value < low[j]:
                 low[j] = value
@@ -410,7 +428,6 @@ class Aggregator:
                 size,
                 need_count,
                 need_sum,
-                need_sqr,
                 n_count,
                 n_sum,
                 n_avg,
@@ -438,7 +455,6 @@ class Aggregator:
                     continue
                 count = sum(s.count[lo:hi]) if need_count else 0
                 total: Number = sum(s.sum[lo:hi]) if need_sum else 0
-                squares: Number = sum(s.sqr[lo:hi]) if need_sqr else 0
                 if n_count:
                     out[n_count] = count
                 if n_sum:
@@ -454,13 +470,13 @@ class Aggregator:
                 if n_last:
                     out[n_last] = s.last[hi - 1]
                 if n_sqr:
-                    out[n_sqr] = squares
+                    out[n_sqr] = sum(s.sqr[lo:hi])
                 if n_stdvar or n_stddev:
                     variance: float | None = None
                     if count > 1:
-                        variance = (count * squares - total * total) / (count * (count - 1))
-                        if variance < 0:  # rounding of float values spread very thinly
-                            variance = 0.0
+                        shifted = sum(s.shifted[lo:hi])
+                        spread = count * sum(s.shifted_sqr[lo:hi]) - shifted * shifted
+                        variance = spread / (count * (count - 1)) if spread > 0 else 0.0
                     if n_stdvar:
                         out[n_stdvar] = variance
                     if n_stddev:
@@ -496,6 +512,7 @@ def state_to_dict(state: AggregationState) -> dict[str, Any]:
         "aggregations": {
             name: {
                 "period_ms": period_ms,
+                "shift": s.shift,
                 **{
                     column: list(values)
                     for column, values in zip(_COLUMNS, s.columns(), strict=True)
@@ -528,11 +545,12 @@ def state_from_dict(data: Mapping[str, Any]) -> AggregationState:
         buckets = Buckets()
         try:
             period_ms = saved["period_ms"]
+            buckets.shift = saved["shift"]
             columns = [list(saved[column]) for column in _COLUMNS]
         except (KeyError, TypeError) as error:
             msg = (
-                f"aggregation state of {name!r} lacks {error}: it needs 'period_ms' and the "
-                f"columns {', '.join(_COLUMNS)}"
+                f"aggregation state of {name!r} lacks {error}: it needs 'period_ms', 'shift' "
+                f"and the columns {', '.join(_COLUMNS)}"
             )
             raise AggregationValueError(msg) from None
         if len({len(column) for column in columns}) > 1:

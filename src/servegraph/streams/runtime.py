@@ -48,6 +48,37 @@ QueueCall = Callable[[Event], Awaitable[Event]]
 DEAD_LETTER_SUFFIX = "-dead-letter"
 
 
+def open_backend(
+    url: str, *, broker: MemoryBroker | None = None, claim_idle_s: float | None = None
+) -> QueueBackend:
+    """A new backend for the stream ``url``; with ``broker``, every URL is a stream of it.
+
+    Raises:
+        ValueError: the URL is not a stream URL.
+        MissingDependencyError: the broker's client library is not installed.
+    """
+    parsed = StreamURL.parse(url)
+    if broker is not None or parsed.scheme == "memory":
+        return MemoryBackend(parsed.stream, broker=broker)
+    if parsed.scheme in ("redis", "rediss"):
+        try:
+            from .redis import RedisBackend
+        except ImportError as exc:
+            module = "redis"
+            raise MissingDependencyError(module, "redis") from exc
+        server = f"{parsed.server}/{parsed.query.get('db', '0')}"
+        maxlen = parsed.query.get("maxlen")
+        extra: dict[str, Any] = {} if maxlen is None else {"maxlen": int(maxlen)}
+        return RedisBackend(parsed.stream, url=server, **extra)
+    try:
+        from .nats import NatsBackend
+    except ImportError as exc:
+        module = "nats-py"
+        raise MissingDependencyError(module, "nats") from exc
+    extra = {} if claim_idle_s is None else {"ack_wait_s": claim_idle_s}
+    return NatsBackend(parsed.stream, url=parsed.server, **extra)
+
+
 class StreamRuntime:
     """Opens the backends of a graph's queues and compiles its segments.
 
@@ -91,34 +122,8 @@ class StreamRuntime:
         return backend
 
     def open(self, url: str, *, claim_idle_s: float | None = None) -> QueueBackend:
-        """A new backend for ``url`` (closed by ``aclose``).
-
-        Raises:
-            ValueError: the URL is not a stream URL.
-            MissingDependencyError: the broker's client library is not installed.
-        """
-        parsed = StreamURL.parse(url)
-        backend: QueueBackend
-        if self.broker is not None or parsed.scheme == "memory":
-            backend = MemoryBackend(parsed.stream, broker=self.broker)
-        elif parsed.scheme in ("redis", "rediss"):
-            try:
-                from .redis import RedisBackend
-            except ImportError as exc:
-                module = "redis"
-                raise MissingDependencyError(module, "redis") from exc
-            server = f"{parsed.server}/{parsed.query.get('db', '0')}"
-            maxlen = parsed.query.get("maxlen")
-            extra: dict[str, Any] = {} if maxlen is None else {"maxlen": int(maxlen)}
-            backend = RedisBackend(parsed.stream, url=server, **extra)
-        else:
-            try:
-                from .nats import NatsBackend
-            except ImportError as exc:
-                module = "nats-py"
-                raise MissingDependencyError(module, "nats") from exc
-            extra = {} if claim_idle_s is None else {"ack_wait_s": claim_idle_s}
-            backend = NatsBackend(parsed.stream, url=parsed.server, **extra)
+        """A new backend for ``url`` (closed by ``aclose``); see ``open_backend``."""
+        backend = open_backend(url, broker=self.broker, claim_idle_s=claim_idle_s)
         self._owned.append(backend)
         return backend
 

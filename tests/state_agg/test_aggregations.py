@@ -195,8 +195,11 @@ def test_out_of_order_event_lands_in_its_own_bucket() -> None:
     assert agg.add(state, {"amount": 1}, BASE + 100)  # late, but within the hour
     after = state_to_dict(state)["aggregations"]["amount"]
     assert after["index"] == [before["index"][0] - 3, *before["index"]]
-    for column in ("count", "sum", "min", "max", "first", "last"):
+    for column in ("min", "max", "first_time", "first", "last_time", "last"):
         assert after[column][1:] == before[column]  # the other buckets are untouched
+    # Running totals (entry 0: the base): the new bucket's event is added after it.
+    assert after["run_count"] == [0, 1, 2, 3]
+    assert after["run_sum"] == [0.0, 1.0, 6.0, 13.0]
     assert agg.features(state, BASE + 3000) == {
         "amount_count_1h": 3,
         "amount_sum_1h": 13,
@@ -449,7 +452,8 @@ def test_state_to_dict_copies() -> None:
     state = feed(agg, [(BASE, 1)])
     data = state_to_dict(state)
     agg.add(state, {"amount": 2}, BASE)
-    assert data["aggregations"]["amount"]["sum"] == [1]
+    assert data["aggregations"]["amount"]["run_sum"] == [0.0, 1.0]
+    assert data["aggregations"]["amount"]["first"] == [1.0]
 
 
 def test_restore_fits_a_changed_configuration() -> None:
@@ -501,8 +505,8 @@ def test_restore_fits_a_changed_configuration() -> None:
         (
             {"format": 1, "ignored": 0, "aggregations": {"a": {"period_ms": 1, "shift": 0}}},
             "aggregation state of 'a' lacks 'index': it needs 'period_ms', 'shift' and the "
-            "columns index, count, sum, sqr, min, max, first_time, first, last_time, last, "
-            "shifted, shifted_sqr",
+            "columns index, min, max, first_time, first, last_time, last, run_count, run_sum, "
+            "run_sqr, run_shifted, run_shifted_sqr",
         ),
     ],
 )
@@ -516,8 +520,19 @@ def test_state_from_dict_rejects_ragged_columns() -> None:
     agg = aggregator(["sum"])
     data = state_to_dict(feed(agg, [(BASE, 1)]))
     data["aggregations"]["amount"]["last"].append(3)
-    with pytest.raises(AggregationValueError, match="'amount' has columns of different lengths"):
+    with pytest.raises(AggregationValueError) as error:
         state_from_dict(data)
+    assert str(error.value) == (
+        "aggregation state of 'amount' has columns of the wrong lengths: the running totals "
+        "need one entry more than the buckets"
+    )
+    data["aggregations"]["amount"]["last"] = ["x"]
+    with pytest.raises(AggregationValueError) as error:
+        state_from_dict(data)
+    assert str(error.value) == (
+        "aggregation state of 'amount' holds a value of the wrong type: must be real number, "
+        "not str"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +580,16 @@ def configs(draw: st.DrawFn) -> Config:
 
 values = st.one_of(st.none(), st.integers(-400, 400).map(lambda q: q / 4), st.integers(-100, 100))
 times = st.integers(0, 800).map(lambda q: q / 4)  # 0 to 200 s, in quarter seconds
-events_lists = st.lists(st.tuples(st.sampled_from(KEYS), times, values), max_size=40)
+
+
+@st.composite
+def events_lists(draw: st.DrawFn) -> list[Event]:
+    """Up to 40 events within 10, 50 or 200 s: short spans put many in the same buckets."""
+    span = draw(st.sampled_from((40, 200, 800)))  # in quarter seconds
+    in_span = st.integers(0, span).map(lambda q: q / 4)
+    return draw(st.lists(st.tuples(st.sampled_from(KEYS), in_span, values), max_size=40))
+
+
 query_times = st.lists(st.integers(-40, 1000).map(lambda q: q / 4), min_size=1, max_size=4)
 
 
@@ -628,7 +652,7 @@ def run(agg: Aggregator, events: Sequence[Event]) -> dict[str, AggregationState]
 
 
 @settings(max_examples=200, deadline=None)
-@given(config=configs(), events=events_lists, queries=query_times, data=st.data())
+@given(config=configs(), events=events_lists(), queries=query_times, data=st.data())
 def test_features_match_the_brute_force_in_any_order(
     config: Config, events: list[Event], queries: list[float], data: st.DataObject
 ) -> None:
@@ -647,7 +671,7 @@ def test_features_match_the_brute_force_in_any_order(
 
 
 @settings(max_examples=200, deadline=None)
-@given(config=configs(), events=events_lists)
+@given(config=configs(), events=events_lists())
 def test_too_old_events_are_ignored_counted_and_the_rest_kept(
     config: Config, events: list[Event]
 ) -> None:
@@ -680,7 +704,7 @@ def test_too_old_events_are_ignored_counted_and_the_rest_kept(
 
 
 @settings(max_examples=100, deadline=None)
-@given(config=configs(), events=events_lists, split=st.integers(0, 40), time=times)
+@given(config=configs(), events=events_lists(), split=st.integers(0, 40), time=times)
 def test_a_json_round_trip_anywhere_changes_nothing(
     config: Config, events: list[Event], split: int, time: float
 ) -> None:
@@ -697,3 +721,38 @@ def test_a_json_round_trip_anywhere_changes_nothing(
         assert state_to_dict(restored[key]) == state_to_dict(straight[key])
         assert restored[key].ignored == straight[key].ignored
         assert agg.features(restored[key], time) == agg.features(straight[key], time)
+
+
+@pytest.mark.parametrize("kind", ["sliding", "fixed"])
+def test_late_events_in_every_bucket_against_the_brute_force(kind: str) -> None:
+    # Every window edge around late events that land in existing and in new older buckets.
+    aggregation = Aggregation("v", "v", OPERATIONS, ["1s", "2s", "6s"], "1s", kind)
+    config = Config(aggregation, 1, (1, 2, 6))  # 6s: nothing below bucket 5 is too old
+    in_order = [(float(t), t + 1) for t in range(6)]
+    for late in ([(4.5, 10), (3.5, 20), (2.5, 30)], [(1.5, 40), (4.25, 50), (3.75, 60)]):
+        agg = Aggregator([aggregation])
+        events = [*in_order[:2], *in_order[3:], *late]  # bucket 2 arrives late too
+        state = feed_v(agg, events)
+        for time in [t / 2 for t in range(-2, 18)]:
+            assert_matches(agg.features(state, time), brute_force(config, events, time))
+
+
+def feed_v(agg: Aggregator, events: Sequence[tuple[float, Any]]) -> AggregationState:
+    state = agg.new_state()
+    for time, value in events:
+        agg.add(state, {"v": value}, time)
+    return state
+
+
+def test_running_totals_forget_dropped_history() -> None:
+    agg = aggregator(["sum", "count"], ["1h"], "10m")
+    state = agg.new_state()
+    for i in range(100):  # huge values, long gone from the window by the end
+        agg.add(state, {"amount": 1e15}, BASE + i)
+    for i in range(1, 200):
+        agg.add(state, {"amount": 0.1}, BASE + 600 * i)
+    run_count = state_to_dict(state)["aggregations"]["amount"]["run_count"]
+    assert run_count[0] <= run_count[-1] - run_count[0]  # the base is no bigger than the rest
+    features = agg.features(state, BASE + 600 * 199)
+    assert features["amount_count_1h"] == 6
+    assert features["amount_sum_1h"] == pytest.approx(0.6, rel=1e-12)

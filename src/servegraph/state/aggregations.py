@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,24 +71,22 @@ OPERATIONS: tuple[str, ...] = (
 STATE_FORMAT = 1
 """The version of the dict ``state_to_dict`` writes."""
 
-_EMPTY: dict[str, float | None] = {"count": 0, "sum": 0, "sqr": 0}
+_EMPTY: dict[str, float | None] = {"count": 0, "sum": 0.0, "sqr": 0.0}
 """An empty window's value per operation (None for those not listed)."""
 
-_COLUMNS = (
-    "index",
-    "count",
-    "sum",
-    "sqr",
-    "min",
-    "max",
-    "first_time",
-    "first",
-    "last_time",
-    "last",
-    "shifted",
-    "shifted_sqr",
-)
-"""The bucket columns, in the order ``Buckets.__slots__`` and ``state_to_dict`` use."""
+_BUCKET_COLUMNS = ("index", "min", "max", "first_time", "first", "last_time", "last")
+"""Per-bucket columns: one entry per bucket present."""
+
+_RUNNING_COLUMNS = ("run_count", "run_sum", "run_sqr", "run_shifted", "run_shifted_sqr")
+"""Running totals: entry 0 is the total before the oldest bucket kept, entry i+1 the total up to
+and including bucket i, so a window's total is one subtraction."""
+
+_COLUMNS = _BUCKET_COLUMNS + _RUNNING_COLUMNS
+"""Every column, in the order ``state_to_dict`` writes them."""
+
+_TYPECODES = {column: "q" if column in ("index", "run_count") else "d" for column in _COLUMNS}
+"""Columns are arrays (unboxed and contiguous: a window's max reads one block of memory, not one
+float object per bucket); bucket indexes and counts are int64, the rest float64."""
 
 _floor = math.floor
 
@@ -153,28 +152,54 @@ class Aggregation:
 
 
 class Buckets:
-    """One aggregation's buckets for one key: parallel columns ordered by bucket index."""
+    """One aggregation's buckets for one key: parallel columns ordered by bucket index.
+
+    Per bucket: index, min, max, first value+time and last value+time. Additive quantities
+    (count, sum, sum of squares, shifted sum and shifted sum of squares) are running totals with
+    a leading base entry (see ``_RUNNING_COLUMNS``): appending to or updating the newest bucket
+    stays O(1), and a window's count or sum costs two reads instead of a pass over its buckets.
+    """
 
     __slots__ = (*_COLUMNS, "shift")
 
     def __init__(self) -> None:
         # K of the shifted sums: the first value added while the series was empty.
         self.shift: Number = 0
-        self.index: list[int] = []
-        self.count: list[int] = []
-        self.sum: list[Number] = []
-        self.sqr: list[Number] = []
-        self.min: list[Number] = []
-        self.max: list[Number] = []
-        self.first_time: list[float] = []
-        self.first: list[Number] = []
-        self.last_time: list[float] = []
-        self.last: list[Number] = []
-        self.shifted: list[Number] = []
-        self.shifted_sqr: list[Number] = []
+        self.index: array[int] = array("q")
+        self.min: array[float] = array("d")
+        self.max: array[float] = array("d")
+        self.first_time: array[float] = array("d")
+        self.first: array[float] = array("d")
+        self.last_time: array[float] = array("d")
+        self.last: array[float] = array("d")
+        self.run_count: array[int] = array("q", (0,))
+        self.run_sum: array[float] = array("d", (0.0,))
+        self.run_sqr: array[float] = array("d", (0.0,))
+        self.run_shifted: array[float] = array("d", (0.0,))
+        self.run_shifted_sqr: array[float] = array("d", (0.0,))
 
-    def columns(self) -> tuple[list[Any], ...]:
+    def columns(self) -> tuple[array[Any], ...]:
         return tuple(getattr(self, name) for name in _COLUMNS)
+
+    def running(self) -> tuple[array[Any], ...]:
+        return tuple(getattr(self, name) for name in _RUNNING_COLUMNS)
+
+    def add_to_totals(self, start: int, value: Number) -> None:
+        """Add an event of ``value`` to the running totals from entry ``start`` to the end."""
+        d = value - self.shift
+        square = value * value
+        d_square = d * d
+        run_sum = self.run_sum
+        run_sqr = self.run_sqr
+        run_shifted = self.run_shifted
+        run_shifted_sqr = self.run_shifted_sqr
+        run_count = self.run_count
+        for i in range(start, len(run_count)):
+            run_count[i] += 1
+            run_sum[i] += value
+            run_sqr[i] += square
+            run_shifted[i] += d
+            run_shifted_sqr[i] += d_square
 
     def drop_before(self, cutoff: int) -> None:
         """Drop the buckets whose index is below ``cutoff``."""
@@ -182,6 +207,13 @@ class Buckets:
         if k:
             for column in self.columns():
                 del column[:k]
+            # Entry 0 now carries the dropped events. Once they outnumber the events kept,
+            # subtract it out, so the totals (and their rounding) stay the size of what is kept.
+            run_count = self.run_count
+            if run_count[0] > run_count[-1] - run_count[0]:
+                for column in self.running():
+                    base = column[0]
+                    column[:] = array(column.typecode, [x - base for x in column])
 
 
 class AggregationState:
@@ -208,12 +240,9 @@ class AggregationState:
         return f"AggregationState(buckets={{{sizes}}}, ignored={self.ignored})"
 
 
-# One window's precomputed plan: (buckets, need count, need sum, then the feature
-# name of count, sum, avg, min, max, first, last, sqr, stdvar, stddev ("" when not asked),
-# then the features of an empty window).
-_WindowPlanTuple = tuple[
-    int, bool, bool, str, str, str, str, str, str, str, str, str, str, Features
-]
+# One window's precomputed plan: (buckets, then the feature name of count, sum, avg, min, max,
+# first, last, sqr, stdvar, stddev ("" when not asked), then the features of an empty window).
+_WindowPlanTuple = tuple[int, str, str, str, str, str, str, str, str, str, str, Features]
 
 
 class _Plan:
@@ -241,8 +270,6 @@ class _Plan:
             windows.append(
                 (
                     window.buckets,
-                    bool({"count", "avg", "stdvar", "stddev"} & names.keys()),
-                    bool({"sum", "avg"} & names.keys()),
                     *(names.get(op, "") for op in OPERATIONS),
                     empty,
                 )  # type: ignore[arg-type]
@@ -339,56 +366,60 @@ class Aggregator:
             b = _floor(time / plan.period)
             index = s.index
             n = len(index)
-            if n == 0 or b > index[-1]:
+            if n == 0 or b > index[n - 1]:
                 # A new newest bucket: drop what no window can see any more, then append.
                 if n:
                     cutoff = b - plan.keep if plan.fixed_sizes is None else plan.cutoff(b)
                     if index[0] < cutoff:
                         s.drop_before(cutoff)
                 else:
-                    s.shift = value  # no bucket holds shifted sums: anchor K here
-                d = value - s.shift
+                    s.shift = value  # no total holds shifted values: anchor K here
                 index.append(b)
-                s.count.append(1)
-                s.sum.append(value)
-                s.sqr.append(value * value)
                 s.min.append(value)
                 s.max.append(value)
                 s.first_time.append(time)
                 s.first.append(value)
                 s.last_time.append(time)
                 s.last.append(value)
-                s.shifted.append(d)
-                s.shifted_sqr.append(d * d)
+                d = value - s.shift
+                run_count = s.run_count
+                run_count.append(run_count[-1] + 1)
+                run = s.run_sum
+                run.append(run[-1] + value)
+                run = s.run_sqr
+                run.append(run[-1] + value * value)
+                run = s.run_shifted
+                run.append(run[-1] + d)
+                run = s.run_shifted_sqr
+                run.append(run[-1] + d * d)
                 continue
             j = n - 1
-            if index[j] != b:
+            if index[j] == b:  # the newest bucket: its running totals are the last entries
+                d = value - s.shift
+                s.run_count[n] += 1
+                s.run_sum[n] += value
+                s.run_sqr[n] += value * value
+                s.run_shifted[n] += d
+                s.run_shifted_sqr[n] += d * d
+            else:
                 newest = index[j]
                 if b < (newest - plan.keep if plan.fixed_sizes is None else plan.cutoff(newest)):
                     ignored = True
                     continue
                 j = bisect_left(index, b)
                 if index[j] != b:
-                    d = value - s.shift
                     index.insert(j, b)
-                    s.count.insert(j, 1)
-                    s.sum.insert(j, value)
-                    s.sqr.insert(j, value * value)
                     s.min.insert(j, value)
                     s.max.insert(j, value)
                     s.first_time.insert(j, time)
                     s.first.insert(j, value)
                     s.last_time.insert(j, time)
                     s.last.insert(j, value)
-                    s.shifted.insert(j, d)
-                    s.shifted_sqr.insert(j, d * d)
+                    for column in s.running():
+                        column.insert(j + 1, column[j])
+                    s.add_to_totals(j + 1, value)
                     continue
-            s.count[j] += 1
-            s.sum[j] += value
-            s.sqr[j] += value * value
-            d = value - s.shift
-            s.shifted[j] += d
-            s.shifted_sqr[j] += d * d
+                s.add_to_totals(j + 1, value)
             low = s.min
             if value < low[j]:
                 low[j] = value
@@ -424,10 +455,9 @@ class Aggregator:
             newest = index[-1]
             t = _floor(time / plan.period)
             sizes = plan.fixed_sizes
+            run_count = s.run_count
             for (
                 size,
-                need_count,
-                need_sum,
                 n_count,
                 n_sum,
                 n_avg,
@@ -447,20 +477,21 @@ class Aggregator:
                     lo_b = t // size * size
                     hi_b = lo_b + size - 1
                 # Every bucket present is at or after the retention cutoff, so the window's
-                # own bounds are all that matter.
+                # own bounds are all that matter. Buckets lo to hi-1 are in the window.
                 lo = 0 if oldest >= lo_b else bisect_left(index, lo_b)
                 hi = n if newest <= hi_b else bisect_right(index, hi_b, lo)
                 if lo >= hi:
                     out.update(empty)
                     continue
-                count = sum(s.count[lo:hi]) if need_count else 0
-                total: Number = sum(s.sum[lo:hi]) if need_sum else 0
+                count = run_count[hi] - run_count[lo]
                 if n_count:
                     out[n_count] = count
-                if n_sum:
-                    out[n_sum] = total
-                if n_avg:
-                    out[n_avg] = total / count
+                if n_sum or n_avg:
+                    total = s.run_sum[hi] - s.run_sum[lo]
+                    if n_sum:
+                        out[n_sum] = total
+                    if n_avg:
+                        out[n_avg] = total / count
                 if n_min:
                     out[n_min] = min(s.min[lo:hi])
                 if n_max:
@@ -470,12 +501,13 @@ class Aggregator:
                 if n_last:
                     out[n_last] = s.last[hi - 1]
                 if n_sqr:
-                    out[n_sqr] = sum(s.sqr[lo:hi])
+                    out[n_sqr] = s.run_sqr[hi] - s.run_sqr[lo]
                 if n_stdvar or n_stddev:
                     variance: float | None = None
                     if count > 1:
-                        shifted = sum(s.shifted[lo:hi])
-                        spread = count * sum(s.shifted_sqr[lo:hi]) - shifted * shifted
+                        shifted = s.run_shifted[hi] - s.run_shifted[lo]
+                        squares = s.run_shifted_sqr[hi] - s.run_shifted_sqr[lo]
+                        spread = count * squares - shifted * shifted
                         variance = spread / (count * (count - 1)) if spread > 0 else 0.0
                     if n_stdvar:
                         out[n_stdvar] = variance
@@ -514,7 +546,7 @@ def state_to_dict(state: AggregationState) -> dict[str, Any]:
                 "period_ms": period_ms,
                 "shift": s.shift,
                 **{
-                    column: list(values)
+                    column: values.tolist()
                     for column, values in zip(_COLUMNS, s.columns(), strict=True)
                 },
             }
@@ -546,15 +578,25 @@ def state_from_dict(data: Mapping[str, Any]) -> AggregationState:
         try:
             period_ms = saved["period_ms"]
             buckets.shift = saved["shift"]
-            columns = [list(saved[column]) for column in _COLUMNS]
-        except (KeyError, TypeError) as error:
+            columns = [array(_TYPECODES[column], saved[column]) for column in _COLUMNS]
+        except KeyError as error:
             msg = (
                 f"aggregation state of {name!r} lacks {error}: it needs 'period_ms', 'shift' "
                 f"and the columns {', '.join(_COLUMNS)}"
             )
             raise AggregationValueError(msg) from None
-        if len({len(column) for column in columns}) > 1:
-            msg = f"aggregation state of {name!r} has columns of different lengths"
+        except (TypeError, OverflowError) as error:
+            msg = f"aggregation state of {name!r} holds a value of the wrong type: {error}"
+            raise AggregationValueError(msg) from None
+        size = len(columns[0])
+        if any(
+            len(values) != (size + 1 if column in _RUNNING_COLUMNS else size)
+            for column, values in zip(_COLUMNS, columns, strict=True)
+        ):
+            msg = (
+                f"aggregation state of {name!r} has columns of the wrong lengths: the running "
+                "totals need one entry more than the buckets"
+            )
             raise AggregationValueError(msg)
         for column, values in zip(_COLUMNS, columns, strict=True):
             setattr(buckets, column, values)

@@ -313,6 +313,12 @@ def test_other_numbers_are_accepted() -> None:
             "(None and NaN are skipped)",
         ),
         (
+            10**400,
+            "aggregation 'amount': column 'amount' holds "
+            f"{str(10**400)[:57]}...; aggregations take finite numbers (None and NaN are "
+            "skipped)",
+        ),
+        (
             -math.inf,
             "aggregation 'amount': column 'amount' holds -inf; aggregations take finite numbers "
             "(None and NaN are skipped)",
@@ -723,6 +729,13 @@ def test_a_json_round_trip_anywhere_changes_nothing(
         assert agg.features(restored[key], time) == agg.features(straight[key], time)
 
 
+def feed_v(agg: Aggregator, events: Sequence[tuple[float, Any]]) -> AggregationState:
+    state = agg.new_state()
+    for time, value in events:
+        agg.add(state, {"v": value}, time)
+    return state
+
+
 @pytest.mark.parametrize("kind", ["sliding", "fixed"])
 def test_late_events_in_every_bucket_against_the_brute_force(kind: str) -> None:
     # Every window edge around late events that land in existing and in new older buckets.
@@ -737,13 +750,6 @@ def test_late_events_in_every_bucket_against_the_brute_force(kind: str) -> None:
             assert_matches(agg.features(state, time), brute_force(config, events, time))
 
 
-def feed_v(agg: Aggregator, events: Sequence[tuple[float, Any]]) -> AggregationState:
-    state = agg.new_state()
-    for time, value in events:
-        agg.add(state, {"v": value}, time)
-    return state
-
-
 def test_running_totals_forget_dropped_history() -> None:
     agg = aggregator(["sum", "count"], ["1h"], "10m")
     state = agg.new_state()
@@ -756,3 +762,21 @@ def test_running_totals_forget_dropped_history() -> None:
     features = agg.features(state, BASE + 600 * 199)
     assert features["amount_count_1h"] == 6
     assert features["amount_sum_1h"] == pytest.approx(0.6, rel=1e-12)
+
+
+def test_a_state_of_other_aggregations_is_refused() -> None:
+    one = Aggregator([Aggregation("a", "x", ["sum"], ["1h"], "10m")])
+    two = Aggregator([Aggregation("a", "x", ["sum"], ["1h"], "5m")])
+    data = state_to_dict(one.new_state())
+    assert one.features(state_from_dict(data), BASE) == {"a_sum_1h": 0.0}  # equal names: fine
+    expected = (
+        "this state holds the aggregations ['a'] (periods in ms [600000]), the aggregator ['a'] "
+        "(periods [300000]): read saved states with Aggregator.restore"
+    )
+    with pytest.raises(AggregationValueError) as error:
+        two.add(state_from_dict(data), {"x": 1}, BASE)
+    assert str(error.value) == expected
+    with pytest.raises(AggregationValueError) as error:
+        two.features(one.new_state(), BASE)
+    assert str(error.value) == expected
+    assert two.features(two.restore(data), BASE) == {"a_sum_1h": 0.0}

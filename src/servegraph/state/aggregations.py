@@ -1,8 +1,11 @@
 """Per-key windowed aggregations (storey's ``AggregateByKey``, MLRun's ``add_aggregation``).
 
-The pure computational core: no I/O, no keys, no clocks. A graph step keeps one
-``AggregationState`` per key (in a table, through ``state_to_dict``/``state_from_dict``), calls
-``Aggregator.add`` per event and ``Aggregator.features`` when it wants the feature values.
+The pure computational core: no I/O, no keys, no clocks. A graph step builds one
+``Aggregator([Aggregation(...), ...])``, keeps one ``AggregationState`` per key (in a table, as
+the JSON-compatible dict of ``state_to_dict``, read back with ``Aggregator.restore`` or
+``state_from_dict``), calls ``Aggregator.add(state, body, time)`` per event and
+``Aggregator.features(state, time)`` when it wants the feature values; when to emit (every
+event, after a period or a window) is the step's business. Times are float epoch seconds.
 
 Semantics
 ---------
@@ -20,23 +23,29 @@ Semantics
   None for the others; stdvar and stddev are None below 2 values (storey gives NaN; None survives
   JSON). first and last are the values at the earliest and latest event time in the window; equal
   times keep arrival order (first: the earlier arrival, last: the later one).
-- Per key and aggregation, only buckets that got events are kept (sparse, ordered columns), so a
-  query costs a bisection and C-level ``sum``/``min``/``max`` over the buckets present, never
-  ``W / period`` steps. Each bucket holds count, sum, sum of squares, min, max, first value+time,
-  last value+time and the shifted sums below, whatever the operations, so adding an operation
-  later needs no new state.
+- Per key and aggregation, only buckets that got events are kept (sparse, ordered columns in
+  arrays, see ``Buckets``). Each bucket holds count, sum, sum of squares, min, max, first
+  value+time, last value+time and the shifted sums below, whatever the operations, so adding an
+  operation later needs no new state. The additive ones are kept as running totals, so a window
+  costs two bisections, O(1) for count, sum, avg, sqr, stdvar, stddev, first and last, and a
+  C-level ``min``/``max`` over the buckets present: never ``W / period`` steps.
+- Values are stored as float64: sums of ints come back as floats (exact up to 2**53), and a
+  window's sum is a difference of running totals, within a few ulps of the total kept rather
+  than bit-identical to adding its values one by one (the totals are re-based once the dropped
+  events outnumber the kept ones, so that error stays the size of what is kept).
 - Retention: buckets no query at or after the newest event time can see are dropped, i.e. for
   sliding windows those older than the longest window ending at the newest bucket, for fixed
   windows those before the start of the current fixed window of each size. An out-of-order event
-  lands in its own bucket and touches no other; one whose bucket is already dropped is ignored:
+  lands in its own bucket and changes no other bucket's values (the running totals after it move
+  by its value, as they should); one whose bucket is already dropped is ignored:
   ``add`` returns False and ``state.ignored`` counts it (an event counts once, however many
   aggregations ignored it).
 - None, a missing column and NaN are skipped for that aggregation (like storey; not counted and
   the newest time does not move); a value that is not a number, or is infinite, raises
   ``AggregationValueError`` naming the aggregation and the column. bool counts as int.
 - stdvar is ``(n*Q - D**2) / (n*(n-1))`` over the window, where D and Q are the sums of
-  ``x - K`` and ``(x - K)**2`` and K is the first value the key's aggregation ever saw (the
-  "shifted data" algorithm): exact for integers, exactly 0 for constant values, and free of the
+  ``x - K`` and ``(x - K)**2`` and K is the first value added while the key's buckets were
+  empty (the "shifted data" algorithm): exactly 0 for constant values, and free of the
   cancellation that ``n*sqr - sum**2`` (storey's formula) suffers when the mean is large
   relative to the spread, as long as the values stay near K.
 """
@@ -44,7 +53,6 @@ Semantics
 from __future__ import annotations
 
 import math
-import numbers
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
@@ -283,32 +291,30 @@ class _Plan:
             return newest - self.keep
         return min(newest // size * size for size in sizes)
 
-    def coerce(self, value: object) -> Number | None:
-        """The slow path for a value that is not a finite int or float: None to skip it."""
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if not isinstance(value, str | bytes | bytearray):
+    def coerce(self, value: object) -> float | None:
+        """``value`` as a finite float, None to skip it (NaN), or an error naming the column."""
+        number: float | None = None
+        if not isinstance(value, str | bytes | bytearray):  # float() would parse those
             try:
                 number = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                number = math.inf  # an int beyond float64
             except (TypeError, ValueError):
-                pass
-            else:
-                if number != number:  # NaN is how pandas spells a missing value
-                    return None
-                if number - number == 0:
-                    return number
-                msg = (
-                    f"aggregation {self.name!r}: column {self.column!r} holds {value!r}; "
-                    "aggregations take finite numbers (None and NaN are skipped)"
-                )
-                raise AggregationValueError(msg)
+                number = None
+        if number is not None and number - number == 0:
+            return number
+        if number is not None and number != number:  # NaN: how pandas spells a missing value
+            return None
         text = repr(value)
         text = text if len(text) <= 60 else text[:57] + "..."
-        msg = (
-            f"aggregation {self.name!r}: column {self.column!r} holds {text} "
-            f"({type(value).__name__}), not a number; aggregations take int or float values "
-            "(None and NaN are skipped)"
-        )
+        where = f"aggregation {self.name!r}: column {self.column!r} holds {text}"
+        if number is None:
+            msg = (
+                f"{where} ({type(value).__name__}), not a number; aggregations take int or "
+                "float values (None and NaN are skipped)"
+            )
+        else:
+            msg = f"{where}; aggregations take finite numbers (None and NaN are skipped)"
         raise AggregationValueError(msg)
 
 
@@ -316,7 +322,9 @@ class Aggregator:
     """Applies a fixed list of aggregations to per-key states.
 
     ``state = aggregator.new_state()``; ``aggregator.add(state, body, time)`` per event;
-    ``aggregator.features(state, time)`` for the values. Times are float epoch seconds.
+    ``aggregator.features(state, time)`` for the values. Times are float epoch seconds. A state
+    holds its aggregations by position: use states from ``new_state`` or ``restore`` (a state
+    from ``state_from_dict`` holds the aggregations saved, in the order saved).
     """
 
     __slots__ = ("_names", "_periods_ms", "_plans", "aggregations", "feature_names")
@@ -348,18 +356,16 @@ class Aggregator:
         Returns False when the event was too old for at least one aggregation (it is ignored
         there and counted in ``state.ignored``), True otherwise.
         """
+        if state.names is not self._names:
+            self._check(state)
         ignored = False
         for plan, s in zip(self._plans, state.series, strict=True):
             value = values.get(plan.column)
             if value is None:
                 continue
-            cls = value.__class__
-            if cls is not float:
-                if cls is not int:
-                    value = plan.coerce(value)
-                    if value is None:
-                        continue
-            elif value - value != 0:  # NaN or infinite
+            # A finite float goes straight on; anything else (ints too: the columns are float64)
+            # is converted or refused before the state is touched.
+            if value.__class__ is not float or value - value != 0:
                 value = plan.coerce(value)
                 if value is None:
                     continue
@@ -444,6 +450,8 @@ class Aggregator:
         self, state: AggregationState, time: float, into: Features | None = None
     ) -> Features:
         """Every feature's value at ``time``; written into ``into`` (and returned) if given."""
+        if state.names is not self._names:
+            self._check(state)
         out: Features = {} if into is None else into
         for plan, s in zip(self._plans, state.series, strict=True):
             index = s.index
@@ -514,6 +522,15 @@ class Aggregator:
                     if n_stddev:
                         out[n_stddev] = None if variance is None else math.sqrt(variance)
         return out
+
+    def _check(self, state: AggregationState) -> None:
+        if state.names != self._names or state.periods_ms != self._periods_ms:
+            msg = (
+                f"this state holds the aggregations {list(state.names)} (periods in ms "
+                f"{list(state.periods_ms)}), the aggregator {list(self._names)} (periods "
+                f"{list(self._periods_ms)}): read saved states with Aggregator.restore"
+            )
+            raise AggregationValueError(msg)
 
     def restore(self, data: Mapping[str, Any]) -> AggregationState:
         """A state read by ``state_from_dict`` and fitted to this aggregator.

@@ -11,6 +11,7 @@ from ...errors import Problem
 from ...graph.builder import Graph, StepRef, StepTarget
 from ...graph.resolve import Namespace, ResolveError, reference_of, resolve
 from ...graph.spec import EngineKind, GraphSpec, StepKind, StepSpec, Topology
+from . import storey
 from .errors import GraphError, MLRunInvalidArgumentError
 from .queues import IGNORED_QUEUE_KEYS, PLATFORM_KEYS, QUEUE_CLASS_NAMES, QUEUE_KEYS, queue_step
 
@@ -264,9 +265,18 @@ class _Translator:
             return dataclasses.replace(
                 paths, class_name=LAMBDA_CLASS, class_args={"expression": handler}
             )
-        if class_name is not None and class_name.startswith(("storey.", "mlrun.")):
-            message = f"{class_name} is not available in servegraph.compat.mlrun yet"
-            self.problems.append(Problem(name, message))
+        if class_name is not None and storey.is_builtin(class_name):
+            # storey's and MLRun's own classes become servegraph's built-in steps.
+            step, problems = storey.builtin_step(
+                paths,
+                class_name,
+                class_args,
+                full_event=full_event,
+                handler=handler,
+                namespace=self.namespace,
+            )
+            self.problems.extend(Problem(name, problem) for problem in problems)
+            return step
         input_path = None if full_event else data.get("input_path")
         if input_path or any(key.startswith("_") for key in class_args):
             # MLRun rules servegraph does not share: functions in class_args, lenient paths.

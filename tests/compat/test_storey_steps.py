@@ -8,12 +8,15 @@ server.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from servegraph.compat import mlrun
 from servegraph.event import Event
+from servegraph.state.tables import open_table
 
 
 def flow(engine: str = "async", **steps: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +210,99 @@ def test_choice_by_field_routes_to_the_named_steps() -> None:
     failure = server.test(body={"to": "c"}, silent=True)
     assert "selected outlet 'c' does not follow this step ('a', 'b')" in failure.body
     server.close()
+
+
+# -- state in tables ------------------------------------------------------------------------
+
+
+def unique_table(kind: str) -> str:
+    """A memory table of this process no other test uses."""
+    return f"memory://{kind}-{uuid.uuid4().hex}"
+
+
+def test_join_with_table_merges_the_row_of_the_key_field() -> None:
+    users = unique_table("users")
+
+    async def fill() -> None:
+        table = open_table(users)
+        await table.set("u1", {"name": "ann", "age": 3, "secret": "x"})
+        await table.aclose()
+
+    asyncio.run(fill())
+    join = storey(
+        "storey.JoinWithTable",
+        table=users,
+        key_extractor="user",
+        attributes=["name", "age"],
+        responder=True,
+    )
+    bodies = ({"user": "u1"}, {"user": "u2"})
+    assert answers(flow(join=join), *bodies) == [{"user": "u1", "name": "ann", "age": 3}, bodies[1]]
+    join["class_args"]["inner_join"] = True  # events whose key has no row stop
+    assert answers(flow(join=join), *bodies) == [{"user": "u1", "name": "ann", "age": 3}, None]
+
+
+def test_map_with_state_keeps_one_state_without_group_by_key() -> None:
+    running = storey(
+        "storey.MapWithState",
+        initial_state=0,
+        _fn="((event, state + event), state + event)",
+        responder=True,
+    )
+    assert answers(flow(total=running), 1, 2, 3) == [(1, 1), (2, 3), (3, 6)]
+
+
+def test_map_with_state_by_key_keeps_each_keys_state_in_the_table(tmp_path: Path) -> None:
+    counts = f"sqlite:///{tmp_path}/state.db?table=counts"
+    count = storey(
+        "storey.MapWithState",
+        initial_state=counts,
+        group_by_key=True,
+        _fn="({**event, 'n': state.get('n', 0) + 1}, {'n': state.get('n', 0) + 1})",
+        responder=True,
+    )
+    for expected in ([1, 1, 2], [3, 2, 4]):  # a second server continues from the table
+        server = mlrun.load(flow(count=count)).mock_server()
+        seen = [server.run_event(Event({"k": k}, key=k))["n"] for k in "aba"]
+        server.close()
+        assert seen == expected
+
+
+def test_aggregate_by_key_adds_windowed_features() -> None:
+    amounts = {"name": "amount", "column": "amount", "operations": ["sum", "count"]}
+    aggregate = storey(
+        "storey.AggregateByKey",
+        table=unique_table("aggregates"),
+        key_field="user",
+        time_field="t",
+        aggregates=[{**amounts, "windows": ["1h"], "period": "10m"}],
+        responder=True,
+    )
+    bodies = [{"user": "u", "t": 3600.0 + 1200 * n, "amount": n + 1} for n in range(4)]
+    features = [
+        (answer["amount_sum_1h"], answer["amount_count_1h"])
+        for answer in answers(flow(aggregate=aggregate), *bodies)
+    ]
+    # The last event's hour (sliding, 10-minute buckets) no longer holds the first event.
+    assert features == [(1, 1), (3, 2), (6, 3), (9, 3)]
+
+
+def test_aggregates_without_a_period_use_fixed_windows() -> None:
+    amounts = {"name": "amount", "column": "amount", "operations": ["sum"], "windows": ["1h"]}
+    aggregate = storey(
+        "storey.AggregateByKey",
+        table=unique_table("aggregates"),
+        aggregates=[amounts],
+        time_field="t",
+        responder=True,
+    )
+    server = mlrun.load(flow(aggregate=aggregate)).mock_server()
+    sums = [
+        server.run_event(Event({"t": t, "amount": 1}, key="k"))["amount_sum_1h"]
+        for t in (0.0, 1800.0, 3599.0, 3600.0)
+    ]
+    server.close()
+    assert sums == [1, 2, 3, 1]  # the hour starting at 3600 starts afresh
 
 
 # -- what servegraph refuses, at load time ----------------------------------------------------

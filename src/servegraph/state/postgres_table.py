@@ -279,14 +279,13 @@ class PostgresTable(TableBase):
             return pool
 
     async def _create_table(self) -> None:
-        connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_options)
+        connection = await psycopg.AsyncConnection.connect(
+            self._conninfo, **self._connect_options
+        )
         async with connection:
-            for attempt in (1, 2):
-                try:
-                    for statement in self._create:
-                        await connection.execute(statement)
-                    return
-                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject):
-                    # Another process created it at the same moment: it exists now.
-                    if attempt == 2:
-                        raise
+            # Tables opened at the same moment (by several processes) would race to create
+            # the table or its index: a lock on the table's name makes them take turns. It is
+            # a session lock, released when this connection closes.
+            await connection.execute(b"SELECT pg_advisory_lock(hashtext(%s))", (self.name,))
+            for statement in self._create:
+                await connection.execute(statement)

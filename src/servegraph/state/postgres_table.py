@@ -279,9 +279,7 @@ class PostgresTable(TableBase):
             return pool
 
     async def _create_table(self) -> None:
-        connection = await psycopg.AsyncConnection.connect(
-            self._conninfo, **self._connect_options
-        )
+        connection = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_options)
         async with connection:
             # Tables opened at the same moment (by several processes) would race to create
             # the table or its index: a lock on the table's name makes them take turns. It is

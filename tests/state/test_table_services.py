@@ -172,8 +172,13 @@ def test_unreachable_server_raises_table_error_naming_the_url(
     async def run() -> list[TableError]:
         errors = []
         table = open_table(url)
+        calls: list[Callable[[], Awaitable[object]]] = [
+            table.ping,
+            lambda: table.get("k"),
+            lambda: table.set("k", {"v": 1}),
+        ]
         try:
-            for call in (table.ping, lambda: table.get("k"), lambda: table.set("k", {"v": 1})):
+            for call in calls:
                 try:
                     await call()
                 except TableError as exc:

@@ -8,7 +8,11 @@ server.
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +309,74 @@ def test_aggregates_without_a_period_use_fixed_windows() -> None:
     assert sums == [1, 2, 3, 1]  # the hour starting at 3600 starts afresh
 
 
+# -- remote calls (a real HTTP server on 127.0.0.1) ---------------------------------------------
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers every POST with what it got: its path, its JSON body and the event id header."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        got = {
+            "path": self.path,
+            "body": json.loads(self.rfile.read(length) or b"null"),
+            "id": self.headers.get("servegraph-event-id"),
+        }
+        answer = json.dumps(got).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_remote_step_posts_the_body_and_stores_the_answer(echo_url: str) -> None:
+    remote = storey(
+        "$remote",
+        url=echo_url,
+        subpath="score",
+        body_expression="event['features']",
+        input_path="request",
+        result_path="response",
+        responder=True,
+    )
+    server = mlrun.load(flow(remote=remote)).mock_server()
+    answer = server.test(body={"request": {"features": [1, 2]}}, event_id="e-1")
+    server.close()
+    expected = {"path": "/score", "body": [1, 2], "id": "e-1"}
+    assert answer == {"request": {"features": [1, 2]}, "response": expected}
+
+
+def test_batch_http_requests_calls_once_per_item(echo_url: str) -> None:
+    batch = storey(
+        "mlrun.serving.remote.BatchHttpRequests",
+        url_expression=f"'{echo_url}/item/' + str(event['n'])",
+        method="POST",
+        responder=True,
+    )
+    answer = answers(flow(batch=batch), [{"n": 1}, {"n": 2}])[0]
+    assert [(item["path"], item["body"]) for item in answer] == [
+        ("/item/1", {"n": 1}),
+        ("/item/2", {"n": 2}),
+    ]
+
+
 # -- what servegraph refuses, at load time ----------------------------------------------------
 
 
@@ -354,7 +426,10 @@ def test_an_expression_the_evaluator_refuses_is_a_load_error_naming_the_step() -
         ),
         (storey("storey.Choice"), "storey.Choice is not available in servegraph.compat.mlrun yet"),
         (storey("storey.SendToHttp"), "use MLRun's RemoteStep ('$remote')"),
-        (storey("storey.Rename", mapping={"a": "b"}), "servegraph runs mlrun.serving.steps"),
+        (storey("storey.Rename", mapping={"a": "b"}), "servegraph runs $remote, mlrun."),
+        (storey("$remote", url="http://x", headers_expression="event"), "headers_expression"),
+        (storey("$remote", url="shop/scorer"), "url must be an http:// or https:// URL"),
+        (storey("$remote", url="http://x", full_event=True), "full_event is not supported"),
     ],
 )
 def test_what_servegraph_cannot_honour_is_a_load_error_naming_the_step(

@@ -180,7 +180,8 @@ class Translation:
 
     ``target`` is the servegraph class; ``arguments`` what it understands of the storey
     class's (for messages); ``paths`` the step keys among full_event, input_path and
-    result_path that keep their meaning, ``ignored`` those storey ignores too; ``check``
+    result_path that keep their meaning, ``ignored`` those storey ignores too; ``own_paths``
+    passes input_path and result_path to the servegraph class, which applies them; ``check``
     builds the step at load time, so that its own checks (positive sizes...) fail the load.
     """
 
@@ -189,6 +190,7 @@ class Translation:
     arguments: tuple[str, ...]
     paths: frozenset[str] = frozenset()
     ignored: frozenset[str] = frozenset()
+    own_paths: bool = False
     check: bool = False
 
 
@@ -322,9 +324,31 @@ def _choice_by_field(args: _Arguments) -> dict[str, Any]:
     return {"field_name": field}
 
 
+REMOTE_ARGUMENTS = (
+    "url",
+    "subpath",
+    "method",
+    "headers",
+    "url_expression",
+    "body_expression",
+    "return_json",
+    "max_in_flight",
+    "retries",
+    "backoff_factor",
+    "timeout",
+)
+
+
+def _remote(args: _Arguments) -> dict[str, Any]:
+    if args.take("headers_expression") is not None:
+        args.refuse("headers_expression is not supported; give fixed headers")
+    return {key: args.take(key) for key in REMOTE_ARGUMENTS}
+
+
 TRANSFORMS = "servegraph.steps.transforms"
 FLOW = "servegraph.steps.flow"
 STATE = "servegraph.steps.state"
+REMOTE = "servegraph.steps.remote"
 FULL_EVENT = "full_event"
 PATHS = frozenset({FULL_EVENT, "input_path", "result_path"})
 
@@ -356,6 +380,16 @@ AGGREGATE_BY_KEY = Translation(
     _aggregate_by_key,
     ("aggregates", "table", "key_field", "time_field", "emit_policy"),
 )
+REMOTE_STEP = Translation(
+    f"{REMOTE}:RemoteStep", _remote, REMOTE_ARGUMENTS, own_paths=True, check=True
+)
+BATCH_HTTP_REQUESTS = Translation(
+    f"{REMOTE}:BatchHttpRequests",
+    _remote,
+    REMOTE_ARGUMENTS,
+    own_paths=True,
+    check=True,
+)
 CHOICE_BY_FIELD = Translation(
     f"{__name__}:ChoiceByField", _choice_by_field, ("field_name",), check=True
 )
@@ -383,6 +417,8 @@ CLASSES: dict[str, Translation] = {
     **_names(JOIN_WITH_TABLE, "storey.JoinWithTable", "storey.flow.JoinWithTable"),
     **_names(AGGREGATE_BY_KEY, "storey.AggregateByKey", "storey.aggregations.AggregateByKey"),
     **_names(CHOICE_BY_FIELD, "mlrun.serving.steps.ChoiceByField"),
+    **_names(REMOTE_STEP, "$remote", "mlrun.serving.remote.RemoteStep"),
+    **_names(BATCH_HTTP_REQUESTS, "mlrun.serving.remote.BatchHttpRequests"),
 }
 """Every storey/MLRun class name servegraph runs, with its translation."""
 
@@ -433,10 +469,14 @@ def builtin_step(
     if handler is not None:
         args.refuse(f"handler {handler!r} is not used with {class_name}; remove it")
     used = {FULL_EVENT: full_event, "input_path": step.input_path, "result_path": step.result_path}
-    for key, value in used.items():
-        if value and key not in translation.paths and key not in translation.ignored:
-            args.refuse(f"{key} is not supported on {class_name} by servegraph")
     paths = translation.paths
+    allowed = paths | translation.ignored
+    if translation.own_paths:
+        class_args.update(input_path=step.input_path, result_path=step.result_path)
+        allowed |= {"input_path", "result_path"}
+    for key, value in used.items():
+        if value and key not in allowed:
+            args.refuse(f"{key} is not supported on {class_name} by servegraph")
     translated = dataclasses.replace(
         step,
         class_name=translation.target,

@@ -103,9 +103,9 @@ class _Arguments:
             self.refuse(f"{FUNCTION_PREFIX}{key}: {why}")
         return self.take(key)
 
-    def function(self, key: str, names: tuple[str, ...] = EVENT, *, required: bool = True) -> Any:
+    def function(self, key: str, names: tuple[str, ...] = EVENT) -> Any:
         """The function argument ``key``, written ``_key``: an expression (checked now by the
-        safe evaluator, binding ``names``) or an import path to a function; None when absent."""
+        safe evaluator, binding ``names``) or a function; None when missing or wrong."""
         written = FUNCTION_PREFIX + key
         if key in self.left:
             value = self.left.pop(key)
@@ -116,11 +116,10 @@ class _Arguments:
             )
             return None
         if written not in self.left:
-            if required:
-                self.refuse(
-                    f"{self.class_name} needs its function {written!r}: an expression such as "
-                    f"\"(event['x'] * 2)\" or a function name"
-                )
+            self.refuse(
+                f"{self.class_name} needs its function {written!r}: an expression such as "
+                f"\"(event['x'] * 2)\" or a function name"
+            )
             return None
         return self._function(written, self.left.pop(written), names)
 

@@ -4,6 +4,7 @@ of the test process): answers, paths, expressions, retries, timeouts, concurrenc
 from __future__ import annotations
 
 import asyncio
+import doctest
 import itertools
 import socket
 import threading
@@ -20,6 +21,7 @@ import uvicorn
 from servegraph import Event, Graph, StepError
 from servegraph.errors import GraphError
 from servegraph.event import EVENT_ID_HEADER
+from servegraph.steps import remote
 from servegraph.steps.remote import BatchHttpRequests, RemoteError, RemoteStep, RemoteTimeout
 
 pytestmark = pytest.mark.integration
@@ -299,6 +301,12 @@ def test_url_expression_must_give_a_str(service: Service) -> None:
         call(RemoteStep(url_expression="event['id']"), {"id": 3})
 
 
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(remote, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
 # -- configuration errors ---------------------------------------------------------------------
 
 
@@ -333,8 +341,8 @@ def test_bad_arguments_fail_at_build_naming_the_step(
 def test_5xx_and_429_are_retried_until_they_succeed(service: Service) -> None:
     for status in (503, 429):
         key = unique("flaky")
-        step = RemoteStep(f"{service.base}/flaky?key={key}&fail=2&status={status}")
-        step.backoff_factor = 0.01  # keeps the test fast; the default is 0.5 s
+        url = f"{service.base}/flaky?key={key}&fail=2&status={status}"
+        step = RemoteStep(url, backoff_factor=0.01)  # the default 0.5 s would slow the test
         assert call(step, None) == {"attempts": 3}
 
 

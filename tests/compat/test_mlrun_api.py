@@ -95,7 +95,7 @@ def test_graph_errors_use_the_mlrun_name_and_list_every_problem() -> None:
         "kind": "flow",
         "steps": {
             "q": {"kind": "queue", "path": "kafka://broker:9092/x"},
-            "m": {"kind": "task", "class_name": "storey.Map"},
+            "m": {"kind": "task", "class_name": "storey.Rename"},
             "w": {"kind": "weird"},
             "u": {"kind": "task", "handler": "inc", "colour": "red"},
             "b": {"kind": "error_step", "handler": "catch_error", "before": ["ghost"]},
@@ -108,7 +108,7 @@ def test_graph_errors_use_the_mlrun_name_and_list_every_problem() -> None:
     text = str(caught.value)
     for expected in (
         "Kafka streams are not supported by servegraph yet",
-        "storey.Map is not available",
+        "storey.Rename is not available",
         "unknown step kind 'weird'",
         "unknown MLRun key(s) colour",
         "'before' names an unknown step 'ghost'",

@@ -20,7 +20,7 @@ def case_id(case: dict[str, Any]) -> str:
     return str(case["name"])
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "needs" not in c], ids=case_id)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_case_answers_like_mlrun(case: dict[str, Any]) -> None:
     load_error = next((r["expect_error"] for r in case["requests"] if "expect_error" in r), None)
     if case.get("error_phase") == "load":
@@ -45,10 +45,10 @@ def test_case_answers_like_mlrun(case: dict[str, Any]) -> None:
     server.close()
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "needs" in c], ids=case_id)
-def test_case_needing_a_later_feature_fails_clearly_at_load(case: dict[str, Any]) -> None:
-    with pytest.raises(mlrun.GraphError, match=r"not available in servegraph\.compat\.mlrun yet"):
-        mlrun.load(case["graph"], namespace=steps)
+def test_a_storey_class_servegraph_lacks_fails_clearly_at_load() -> None:
+    graph = {"kind": "flow", "steps": {"r": {"kind": "task", "class_name": "storey.Rename"}}}
+    with pytest.raises(mlrun.GraphError, match=r"storey\.Rename is not available"):
+        mlrun.load(graph, namespace=steps)
 
 
 def test_pending_requests_are_few_and_explained() -> None:

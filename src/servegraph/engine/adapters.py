@@ -125,6 +125,10 @@ def _instantiate(cls: type, step: StepSpec, context: Context) -> object:
         post_init = getattr(instance, "post_init", None)
         if callable(post_init):
             _call_post_init(post_init)
+    except GraphError as exc:
+        # A step that checks its own arguments (the built-ins) says what is wrong already.
+        problems = [Problem(problem.step or step.name, problem.message) for problem in exc.problems]
+        raise GraphError(problems) from exc
     except Exception as exc:
         message = f"constructing {cls.__qualname__} failed: {type(exc).__name__}: {exc}"
         raise GraphError([Problem(step.name, message)]) from exc

@@ -385,3 +385,30 @@ def test_postgres_two_tables_create_one_table_concurrently(postgres_tables: list
 
     results = asyncio.run(run())
     assert max(len(result) for result in results) == 4
+
+
+@pytest.mark.parametrize("server", ["redis", "postgresql"])
+def test_calls_from_another_event_loop_are_refused(
+    server: str, redis_prefix: str, postgres_tables: list[str]
+) -> None:
+    """Connections belong to the loop of the table's first call: another loop gets a clear
+    TableError (not a RuntimeError from deep inside the client)."""
+    name = _unique("loop")
+    postgres_tables.append(name)
+    if server == "redis":
+        table = open_table(_with_options(REDIS_URL, table=name, prefix=redis_prefix))
+    else:
+        table = open_table(_with_options(POSTGRES_URL, table=name))
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(table.set("k", {"v": 1}))
+        with pytest.raises(TableError) as error:
+            asyncio.run(table.get("k"))
+        assert str(error.value) == (
+            f"table {name!r} at {table.url} is used from another event loop than its first "
+            "call's, which its connections belong to: open one table per event loop"
+        )
+        assert first.run_until_complete(table.get("k")) == {"v": 1}
+        first.run_until_complete(table.aclose())
+    finally:
+        first.close()

@@ -20,7 +20,7 @@ Failures: the first call connects once directly (to create the table and report 
 of a failure) within :data:`~servegraph.state.tables.CONNECT_TIMEOUT_S`, then opens a pool of
 up to :data:`POOL_SIZE` connections that reconnects by itself. Failures raise ``TableError``
 naming the URL (password masked), retryable for connection errors (``OperationalError``).
-A table is used from one event loop.
+The pool belongs to the event loop of the first call: calls from another loop are refused.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from .tables import (
     CONNECT_TIMEOUT_S,
     DEFAULT_NAME,
     SQL_IDENTIFIER,
+    ConnectedTable,
     Row,
-    TableBase,
     TableURL,
     TableURLError,
 )
@@ -76,7 +76,7 @@ async def _configure(connection: psycopg.AsyncConnection[Any]) -> None:
     set_json_loads(_decode, connection)
 
 
-class PostgresTable(TableBase):
+class PostgresTable(ConnectedTable):
     """A table in a PostgreSQL table (see the module docstring).
 
     Args:
@@ -224,15 +224,14 @@ class PostgresTable(TableBase):
             return
         self.closed = True
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and self._in_own_loop():
             await pool.close()
 
     async def _execute(
         self, action: str, query: bytes, params: Sequence[Any], *, write: bool = False
     ) -> list[tuple[Any, ...]]:
         """Run one statement on a pooled connection; its rows (none for a statement without)."""
-        if self.closed:
-            self._raise_closed()
+        self._check()
         pool = self._pool or await self._open()
         try:
             async with pool.connection() as connection:

@@ -20,7 +20,8 @@ call or the table) leaves its key without one: ``set`` deletes the old hash, ``u
 Failures: connecting gives up after :data:`CONNECT_TIMEOUT_S`, a reply is awaited for at most
 :data:`SOCKET_TIMEOUT_S`, and a command that failed on a dropped connection (a restarted server)
 is retried once at once. Failures raise ``TableError`` naming the URL, retryable for connection
-errors and timeouts.
+errors and timeouts. The connections belong to the event loop of the first call: calls from
+another loop are refused.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from urllib.parse import urlencode, urlunsplit
 import msgspec
 
 from ..errors import MissingDependencyError
-from .tables import CONNECT_TIMEOUT_S, Row, TableBase, TableURL
+from .tables import CONNECT_TIMEOUT_S, ConnectedTable, Row, TableURL
 
 try:
     import redis.asyncio as aioredis
@@ -144,7 +145,7 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
-class RedisTable(TableBase):
+class RedisTable(ConnectedTable):
     """A table of Redis hashes (see the module docstring).
 
     Args:
@@ -194,8 +195,7 @@ class RedisTable(TableBase):
         return self._keyspace + key
 
     async def get(self, key: str) -> Row | None:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         try:
             fields = await self._client.hgetall(self._keyspace + key)
         except redis_exceptions.RedisError as exc:
@@ -203,8 +203,7 @@ class RedisTable(TableBase):
         return _row(fields) if fields else None
 
     async def get_many(self, keys: Sequence[str]) -> list[Row | None]:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         if not keys:
             return []
         keyspace = self._keyspace
@@ -220,8 +219,7 @@ class RedisTable(TableBase):
     async def set_many(
         self, items: Sequence[tuple[str, Mapping[str, Any]]], *, ttl_s: float | None = None
     ) -> None:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         if not items:
             return
         keyspace = self._keyspace
@@ -240,8 +238,7 @@ class RedisTable(TableBase):
     async def update(
         self, key: str, changes: Mapping[str, Any], *, ttl_s: float | None = None
     ) -> Row:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         ttl = self.ttl_s if ttl_s is None else self._ttl(ttl_s)
         arguments: list[Any] = [_ttl_ms(ttl)]
         for field, value in changes.items():
@@ -253,8 +250,7 @@ class RedisTable(TableBase):
         return _row(_pairs(flat))
 
     async def delete(self, key: str) -> bool:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         try:
             deleted = await self._client.delete(self._keyspace + key)
         except redis_exceptions.RedisError as exc:
@@ -262,8 +258,7 @@ class RedisTable(TableBase):
         return bool(deleted)
 
     async def ping(self) -> None:
-        if self.closed:
-            self._raise_closed()
+        self._check()
         try:
             await self._client.ping()
         except redis_exceptions.RedisError as exc:
@@ -273,4 +268,5 @@ class RedisTable(TableBase):
         if self.closed:
             return
         self.closed = True
-        await self._client.aclose()
+        if self._in_own_loop():
+            await self._client.aclose()

@@ -25,6 +25,7 @@ belongs to the table from then on (the memory table keeps it as it is).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from .windows import WindowError, parse_duration
 __all__ = [
     "DEFAULT_NAME",
     "SCHEMES",
+    "ConnectedTable",
     "KeyFieldError",
     "Table",
     "TableBase",
@@ -174,6 +176,33 @@ class TableBase:
     def _raise_closed(self) -> NoReturn:
         message = f"table {self.name!r} at {self.url} is closed"
         raise TableError(message, retryable=False)
+
+
+class ConnectedTable(TableBase):
+    """A table with connections (Redis, PostgreSQL): they belong to the event loop of the
+    table's first call, so calls from another loop are refused with a clear message."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def _check(self) -> None:
+        """Refuse a call on a closed table, or from another event loop than the first call's."""
+        if self.closed:
+            self._raise_closed()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            if self._loop is not None:
+                message = (
+                    f"table {self.name!r} at {self.url} is used from another event loop than "
+                    "its first call's, which its connections belong to: open one table per "
+                    "event loop"
+                )
+                raise TableError(message, retryable=False)
+            self._loop = loop
+
+    def _in_own_loop(self) -> bool:
+        """Whether the running loop is the one the table's connections belong to (or none
+        was made yet): only there can they be closed."""
+        return self._loop is None or self._loop is asyncio.get_running_loop()
 
 
 def check_ttl(ttl_s: float | None, *, what: str) -> float | None:

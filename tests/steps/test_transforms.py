@@ -126,3 +126,29 @@ def test_steps_with_expressions_save_and_load(tmp_path: Any) -> None:
     server = loaded.mock_server()
     assert server.test(body=2) == 20
     assert server.test(body=1) is None
+
+
+def test_specs_name_built_in_steps_by_their_bare_class_names() -> None:
+    spec = {
+        "steps": {
+            "big": {"class_name": "Filter", "class_args": {"fn": "event > 10"}},
+            "double": {"class_name": "Map", "class_args": {"fn": "event * 2"}, "after": ["big"]},
+        }
+    }
+    server = Graph.from_dict(spec).mock_server()
+    assert server.test(body=20) == 40
+    assert server.test(body=5) is None
+
+
+def test_an_unknown_step_name_in_a_spec_lists_the_built_in_ones() -> None:
+    spec = {"steps": {"m": {"class_name": "Mapp", "class_args": {"fn": "event"}}}}
+    with pytest.raises(GraphError, match="it is not a built-in step \\(AggregateByKey, Batch,"):
+        Graph.from_dict(spec).validate()
+
+
+def test_built_in_steps_import_from_the_package() -> None:
+    import servegraph.steps as steps
+
+    assert steps.Map is Map
+    with pytest.raises(AttributeError, match="has no attribute 'Mapp'"):
+        _ = steps.Mapp

@@ -17,6 +17,8 @@ MODULES = [
     "servegraph.expressions",
     "servegraph.protocol.metadata",
     "servegraph.compat.mlrun.model",
+    "servegraph.state.tables",
+    "servegraph.steps.transforms",
 ]
 
 

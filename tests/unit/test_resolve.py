@@ -24,7 +24,7 @@ def test_bare_names_come_from_the_namespace() -> None:
 
 
 def test_bare_name_without_namespace_explains_the_fix() -> None:
-    with pytest.raises(ResolveError, match="needs a namespace; use 'module:inc'"):
+    with pytest.raises(ResolveError, match="bare names need a namespace, or use 'module:inc'"):
         resolve("inc")
 
 

@@ -101,10 +101,22 @@ def _lookup(name: str, namespace: Namespace) -> Any:
                 return getattr(space, name)
         elif name in space:
             return space[name]
+    from ..steps import BUILTINS  # a dict of names: importing it loads no step
+
+    builtin = BUILTINS.get(name)
+    if builtin is not None:
+        return resolve(builtin)
+    known = ", ".join(sorted(BUILTINS))
     if namespace is None:
-        message = f"cannot resolve {name!r}: a bare name needs a namespace; use 'module:{name}'"
+        message = (
+            f"cannot resolve {name!r}: it is not a built-in step ({known}); other bare names "
+            f"need a namespace, or use 'module:{name}'"
+        )
     else:
-        message = f"cannot resolve {name!r}: not found in the given namespace"
+        message = (
+            f"cannot resolve {name!r}: not found in the given namespace, and not a built-in "
+            f"step ({known})"
+        )
     raise ResolveError(message)
 
 

@@ -216,7 +216,7 @@ def _check_url(url: str, step: str | None) -> None:
     try:
         parsed = TableURL(url)
     except GraphError as exc:
-        raise GraphError([Problem(step, str(exc))]) from exc
+        raise GraphError([Problem(step, p.message) for p in exc.problems]) from exc
     if parsed.scheme not in SCHEMES:
         message = f"table URL {parsed.masked!r}: unknown scheme; use one of {', '.join(SCHEMES)}"
         raise GraphError([Problem(step, message)])

@@ -302,3 +302,36 @@ def test_state_steps_save_and_load(tmp_path: Path) -> None:
 def test_a_table_url_with_an_unknown_scheme_fails_when_the_step_is_made() -> None:
     with pytest.raises(GraphError, match="unknown scheme; use one of memory, sqlite"):
         JoinWithTable("mongodb://127.0.0.1/users", key="user")
+
+
+def test_aggregates_emitted_per_period_once_it_is_over() -> None:
+    emitted: list[tuple[str, Any]] = []
+
+    def sink(event: Any) -> Any:
+        emitted.append((event.id, event.body))
+        return event
+
+    graph = Graph()
+    graph.to(AggregateByKey([AMOUNT_1H], key="user", time="t", emit="10m"), name="agg").to(
+        sink, full_event=True
+    )
+    answers = run(
+        graph,
+        [
+            {"user": "a", "amount": 1, "t": 0.0},
+            {"user": "b", "amount": 2, "t": 60.0},
+            {"user": "a", "amount": 3, "t": 120.0},
+            {"user": "a", "amount": 4, "t": 600.0},  # the first period is over
+        ],
+    )
+    assert answers == [None, None, None, None]
+    assert emitted == [
+        ("a@600", {"user": "a", "amount_count_1h": 2, "amount_sum_1h": 4.0}),
+        ("b@600", {"user": "b", "amount_count_1h": 1, "amount_sum_1h": 2.0}),
+        ("a@1200", {"user": "a", "amount_count_1h": 3, "amount_sum_1h": 8.0}),  # at close
+    ]
+
+
+def test_emit_must_be_event_or_a_duration() -> None:
+    with pytest.raises(GraphError, match="emit is 'event' or a duration such as '10m'"):
+        AggregateByKey([AMOUNT_1H], key="user", emit="hourly")

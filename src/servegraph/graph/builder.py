@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from ..testing import MockServer
 
 
-
 class StepObject(Protocol):
     """A built-in step object (``servegraph.steps``): it stands for a class and its arguments."""
 

@@ -26,12 +26,15 @@ import asyncio
 import sys
 import time as clock
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from ..context import Context
+from ..engine.emitters import Emitter
 from ..engine.paths import set_path
+from ..engine.plan import Segment
+from ..engine.runner import Outcome, run_outlets, run_outlets_async
 from ..errors import GraphError, Problem
 from ..event import Event
 from ..state.aggregations import (
@@ -41,6 +44,7 @@ from ..state.aggregations import (
     state_to_dict,
 )
 from ..state.tables import Table, open_table
+from ..state.windows import parse_duration_ms
 from .base import BuiltinStep
 from .functions import StepFunction, as_function
 
@@ -437,7 +441,7 @@ class JoinWithTable(_TableStep):
         return event
 
 
-class AggregateByKey(_TableStep):
+class AggregateByKey(_TableStep, Emitter):
     """Per-key windowed aggregations (storey's ``AggregateByKey``), added to every event.
 
     ``aggregations`` are ``Aggregation`` objects or dicts of their fields (``name``,
@@ -450,6 +454,13 @@ class AggregateByKey(_TableStep):
     Each key's state lives in ``table`` (restarts continue where they left off) with the
     ``cache_size`` most recent keys in memory. Events too old for every window are counted in
     ``ignored`` and pass on with the features at their time.
+
+    ``emit="event"`` (the default) sends every event on with its features. A duration such as
+    ``emit="10m"`` sends instead, for every key that had events in a period of that length
+    (epoch-aligned, in event time), one event once the period is over: its body holds the key
+    field(s) and the features at the period's end, its id is ``"<key>@<period end, epoch
+    seconds>"`` (the same on a replay, for de-duplicating sinks). A period is over when an event
+    of a later period arrives, and when the graph closes; the events that fed it answer None.
     """
 
     default_name = "aggregate_by_key"
@@ -464,6 +475,7 @@ class AggregateByKey(_TableStep):
         cache_size: int = 100_000,
         on_missing_key: str = "error",
         flush_interval_s: float | None = None,
+        emit: str = "event",
         *,
         name: str | None = None,
         context: Context | None = None,
@@ -477,6 +489,7 @@ class AggregateByKey(_TableStep):
             "cache_size": cache_size,
             "on_missing_key": on_missing_key,
             "flush_interval_s": flush_interval_s,
+            "emit": emit,
         }
         super().__init__(table, key, on_missing_key, name, context)
         try:
@@ -495,6 +508,18 @@ class AggregateByKey(_TableStep):
         )
         self.ignored = 0
         """Events older than the longest window of their key."""
+        self.every_s: float | None = None
+        if emit != "event":
+            try:
+                self.every_s = parse_duration_ms(emit, what=f"{self.name}: emit") / 1000
+            except GraphError as exc:
+                message = f"emit is 'event' or a duration such as '10m': {exc.problems[0].message}"
+                raise GraphError([Problem(name, message)]) from exc
+        self.outlets: tuple[Segment, ...] = ()
+        self.period = -1
+        """The period (index of ``every_s`` since the epoch) of the newest event seen."""
+        self.touched: dict[str, dict[str, Any]] = {}
+        """Keys with events in the current period, and the fields that make them up."""
 
     def _time(self, event: Event) -> float:
         field = self.time_field
@@ -534,22 +559,84 @@ class AggregateByKey(_TableStep):
         if key is None:
             return event
         at = self._time(event)
+        if self.every_s is not None:
+            await self._advance(event, key, at)
         state = await self._state(key)
         if not self.aggregator.add(state, event.body, at):
             self.ignored += 1
-        if self.result_keys is not None:
-            features = self.aggregator.features(state, at)
-            set_path(event.body, self.result_keys, features, self.name)
-        else:
-            self.aggregator.features(state, at, into=event.body)
+        if self.every_s is None:
+            if self.result_keys is not None:
+                features = self.aggregator.features(state, at)
+                set_path(event.body, self.result_keys, features, self.name)
+            else:
+                self.aggregator.features(state, at, into=event.body)
         if self.writer is not None:
             await self.writer.write(key, state)
         return event
+
+    async def _advance(self, event: Event, key: str, at: float) -> None:
+        """Period mode: emit the period that ``event`` ends (before it counts), mark its key."""
+        assert self.every_s is not None
+        period = int(at // self.every_s)
+        if period > self.period:
+            if self.touched:
+                await self._emit_period(Outcome())
+            self.period = period
+        if key not in self.touched:
+            body = event.body
+            self.touched[key] = {f: body[f] for f in self.key_fields if f != "$key"}
 
     async def aclose(self) -> None:
         if self.writer is not None:
             await self.writer.aclose()
         await super().aclose()
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def bind(self, outlets: Mapping[str, Segment], *, waits: bool) -> bool:
+        self.outlets = tuple(outlets.values())
+        return True  # emitting per period reads states, which may await the table
+
+    def emit(self, event: Event, outcome: Outcome) -> None:  # pragma: no cover - bind says async
+        run_outlets(self.outlets, event, outcome)
+
+    async def emit_async(self, event: Event, outcome: Outcome) -> None:
+        if self.every_s is None:
+            await run_outlets_async(self.outlets, event, outcome)
+        # In period mode the event stops here: its period is emitted once it is over.
+
+    async def _emit_period(self, outcome: Outcome) -> None:
+        """Send on the features of every key touched in the current period, at its end; if
+        that fails, the keys stay touched (the next event or the close tries again)."""
+        assert self.every_s is not None
+        touched, self.touched = self.touched, {}
+        try:
+            await self._send_period(touched, outcome)
+        except BaseException:
+            self.touched = {**touched, **self.touched}
+            raise
+
+    async def _send_period(self, touched: dict[str, dict[str, Any]], outcome: Outcome) -> None:
+        assert self.every_s is not None
+        end = (self.period + 1) * self.every_s
+        at = end - 1e-6  # the period's last instant: its own bucket, not the next one's
+        stamp = f"{end:.6f}".rstrip("0").rstrip(".")
+        for key, fields in touched.items():
+            state = await self._state(key)
+            features = self.aggregator.features(state, at)
+            body: dict[str, Any] = {**fields}
+            if self.result_keys is not None:
+                set_path(body, self.result_keys, features, self.name)
+            else:
+                body.update(features)
+            emitted = Event(body, id=f"{key}@{stamp}", key=key, trigger="aggregation")
+            emitted.time = datetime.fromtimestamp(end, UTC)
+            await run_outlets_async(self.outlets, emitted, outcome)
+
+    def flush(self) -> Awaitable[Any] | None:
+        if self.every_s is None or not self.touched:
+            return None
+        return self._emit_period(Outcome())
 
 
 def _aggregation_dict(aggregation: Aggregation | Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Monitoring: metrics, prediction records, drift, tracing."""

@@ -40,6 +40,7 @@ Example:
     >>> table = read_records(root, "doubler")
     >>> table.column("event_id").to_pylist(), table.column("outputs").to_pylist()
     (['e-1'], ['[2,4]'])
+    >>> import shutil; shutil.rmtree(root)
 """
 
 from __future__ import annotations

@@ -278,6 +278,13 @@ def _add_serve(subcommands: Any, common: argparse.ArgumentParser) -> None:
         help="disconnect clients that take longer to send a request's headers (10)",
     )
     parser.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        default=None,
+        help="do not count events, errors and latency per step (served at /metrics)",
+    )
     parser.set_defaults(command=_run_serve)
 
 
@@ -301,6 +308,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "graceful_s",
             "header_timeout_s",
             "access_log",
+            "metrics",
         )
     }
     try:

@@ -44,6 +44,10 @@ class NullMetrics:
         """Return a histogram named ``name``."""
         return self._metric
 
+    def for_step(self, step: str) -> NullMetrics:
+        """The same no-op metrics, for ``step``."""
+        return self
+
 
 class Hooks:
     """Monitoring hooks shared by every step of a graph (None: off, nothing is built for it)."""
@@ -76,12 +80,14 @@ class Context:
         tables: dict[str, Any] | None = None,
         secrets: Mapping[str, str] | None = None,
         step: str | None = None,
+        metrics: Any = None,
     ) -> None:
         self.params: dict[str, Any] = dict(params or {})
         self.is_mock = is_mock
         self.verbose = verbose
         self.tables: dict[str, Any] = tables if tables is not None else {}
-        self.metrics = NullMetrics()
+        self.metrics: Any = metrics if metrics is not None else NullMetrics()
+        """``NullMetrics``, or ``servegraph.monitoring.metrics.Metrics`` when metrics are on."""
         self.hooks = Hooks()
         self.step = step
         self._secrets = secrets
@@ -93,6 +99,7 @@ class Context:
         the name; params, secrets, tables and metrics are the graph's own objects)."""
         view = copy.copy(self)
         view.step = name
+        view.metrics = self.metrics.for_step(name)
         view.logger = logging.LoggerAdapter(self.logger.logger, {"step": name})
         return view
 

@@ -52,6 +52,7 @@ class ServerSettings:
         header_timeout_s: a client has this long to send a request's headers (slow clients
             are disconnected).
         access_log: log every request (off by default: it costs per request).
+        metrics: count events, errors and latency per step for ``/metrics`` (on by default).
     """
 
     host: str = "127.0.0.1"
@@ -63,6 +64,7 @@ class ServerSettings:
     graceful_s: float = 30.0
     header_timeout_s: float = 10.0
     access_log: bool = False
+    metrics: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> Self:
@@ -154,6 +156,7 @@ _SERVER_TYPES = {
     "graceful_s": "float",
     "header_timeout_s": "float",
     "access_log": "bool",
+    "metrics": "bool",
 }
 _LIMIT_TYPES = {
     "max_body_bytes": "int",

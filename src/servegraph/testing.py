@@ -24,6 +24,7 @@ from .event import EVENT_ID_HEADER, Event
 from .graph.resolve import Namespace
 from .graph.segments import MAIN, has_queues
 from .graph.spec import EngineKind, GraphSpec
+from .monitoring.metrics import Metrics
 from .server.responses import Response, as_response, error_response, server_response
 
 if TYPE_CHECKING:
@@ -58,10 +59,16 @@ class MockServer:
         namespace: Namespace = None,
         params: Mapping[str, Any] | None = None,
         verbose: bool = False,
+        metrics: bool = False,
     ) -> None:
         chosen = EngineKind(engine) if engine is not None else spec.engine
+        self.metrics: Metrics | None = Metrics() if metrics else None
+        """Per-step counters and custom metrics (``metrics=True``), ``render()`` for the text."""
         self.context = Context(
-            params={**spec.params, **(params or {})}, is_mock=True, verbose=verbose
+            params={**spec.params, **(params or {})},
+            is_mock=True,
+            verbose=verbose,
+            metrics=self.metrics,
         )
         self.streams: StreamRuntime | None = None
         self.results: dict[str, list[Any]] = {}

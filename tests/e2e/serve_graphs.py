@@ -34,3 +34,26 @@ def build_slow() -> Graph:
     graph = Graph()
     graph.to(nap, blocking=True).respond()
     return graph
+
+
+class Counted:
+    """A step with a custom counter (labelled with the step's name by the context)."""
+
+    def __init__(self, context: Any = None) -> None:
+        self.seen = context.metrics.counter("app_seen_total", "Bodies this step saw.")
+
+    def do(self, body: Any) -> Any:
+        self.seen.inc()
+        if body.get("fail"):
+            message = "asked to fail"
+            raise ValueError(message)
+        return body if body.get("keep", True) else None
+
+
+def build_metered() -> Graph:
+    """parse -> gate (stops keep=false, fails fail=true) -> last."""
+    graph = Graph()
+    graph.to(lambda body: body, name="parse").to(Counted, name="gate").to(
+        lambda body: body, name="last"
+    ).respond()
+    return graph

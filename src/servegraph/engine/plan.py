@@ -211,10 +211,15 @@ class _Compiler:
     def _traced(
         self, name: str, call: Callable[[Any], Any], takes_body: bool, is_async: bool
     ) -> Callable[[Any], Any]:
-        # Verbose graphs log every step; the others keep the bare call (decided once, here).
+        # Verbose graphs log every step, metered ones count; the others keep the bare call
+        # (decided once, here).
         if self.context.verbose:
-            wrapped: Callable[[Any], Any] = traced(name, call, takes_body, is_async)
-            return wrapped
+            call = traced(name, call, takes_body, is_async)
+        metrics = self.context.metrics
+        if getattr(metrics, "enabled", False):
+            from ..monitoring.metrics import metered
+
+            call = metered(metrics.step_metrics(name), call, is_async)
         return call
 
     def _segment(self, name: str, drafts: dict[str, _Draft]) -> Segment:

@@ -308,6 +308,7 @@ class Graph:
         namespace: Namespace = None,
         params: Mapping[str, Any] | None = None,
         verbose: bool = False,
+        metrics: bool = False,
     ) -> MockServer:
         """Compile the graph and return an in-process server to send it events.
 
@@ -317,6 +318,7 @@ class Graph:
             params: graph parameters for ``context.get_param``, over the graph's own.
             verbose: log what every step gets and returns (logger ``servegraph.engine``,
                 DEBUG level).
+            metrics: count events, errors and latency per step (``server.metrics``).
 
         Raises:
             GraphError: every problem of the graph, each naming its step.
@@ -329,6 +331,7 @@ class Graph:
             namespace=namespace if namespace is not None else self.namespace,
             params=params,
             verbose=verbose,
+            metrics=metrics,
         )
 
     def test(

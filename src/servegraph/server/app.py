@@ -27,6 +27,7 @@ from ..event import EVENT_ID_HEADER, Event, Response
 from ..graph.resolve import Namespace
 from ..graph.segments import MAIN, has_queues
 from ..graph.spec import EngineKind, GraphSpec
+from ..monitoring.metrics import Metrics
 from ..settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class ServingApp:
     ) -> None:
         self.spec = spec
         self.settings = settings or ServerSettings()
+        self.metrics: Metrics | None = Metrics() if self.settings.metrics else None
+        """Per-step counters and custom metrics, served at ``/metrics`` (None: metrics off)."""
         self.namespace = namespace
         self.params = dict(params or {})
         self.plan: Plan | None = None
@@ -136,7 +139,7 @@ class ServingApp:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _compile(self) -> Plan:
-        context = Context(params={**self.spec.params, **self.params})
+        context = Context(params={**self.spec.params, **self.params}, metrics=self.metrics)
         if has_queues(self.spec):
             # The front runs the main segment: its queue steps answer once the event is written.
             from ..streams.runtime import StreamRuntime
@@ -338,6 +341,8 @@ class ServingApp:
             "# TYPE servegraph_http_in_flight gauge",
             f"servegraph_http_in_flight {self._in_flight}",
         ]
+        if self.metrics is not None:
+            return self.metrics.render(lines)
         return ("\n".join(lines) + "\n").encode()
 
 

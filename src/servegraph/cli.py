@@ -350,10 +350,16 @@ def _add_consume(subcommands: Any, common: argparse.ArgumentParser) -> None:
         "--health-port",
         type=int,
         metavar="P",
-        help="answer /v2/health/live, /v2/health/ready and /v2/consumer on this port",
+        help="answer /v2/health/live, /v2/health/ready, /v2/consumer and /metrics on this port",
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="the address of the health port (127.0.0.1)"
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="answer /metrics (Prometheus) on this port too (the health port answers it as well)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the address of those ports (127.0.0.1)"
     )
     parser.set_defaults(command=_run_consume)
 
@@ -370,6 +376,7 @@ def _run_consume(args: argparse.Namespace) -> int:
             args.segment,
             consumer=args.consumer,
             health_port=args.health_port,
+            metrics_port=args.metrics_port,
             host=args.host,
         )
     except GraphError:

@@ -19,6 +19,7 @@ import socket
 from ..context import Context
 from ..engine.lifecycle import await_all, close_steps, start_steps
 from ..graph.spec import GraphSpec
+from ..monitoring.metrics import Metrics
 from .health import serve_health
 from .runtime import StreamRuntime
 
@@ -38,6 +39,7 @@ def consume(
     *,
     consumer: str | None = None,
     health_port: int | None = None,
+    metrics_port: int | None = None,
     host: str = "127.0.0.1",
 ) -> None:
     """Consume ``segment`` of ``spec`` until SIGTERM or SIGINT; with ``health_port``, answer
@@ -47,14 +49,15 @@ def consume(
         GraphError: the graph is invalid or ``segment`` is not one of its segments (listed).
         BackendError: a broker is unreachable at startup (the message names its URL).
     """
-    runtime = StreamRuntime(spec, context=Context(params=dict(spec.params)))
+    runtime = StreamRuntime(spec, context=Context(params=dict(spec.params), metrics=Metrics()))
     runtime.options(segment)  # an unknown segment fails here, before any I/O
     name = consumer or default_consumer_name()
-    asyncio.run(_consume(runtime, segment, name, health_port, host))
+    ports = tuple(dict.fromkeys(p for p in (health_port, metrics_port) if p is not None))
+    asyncio.run(_consume(runtime, segment, name, ports, host))
 
 
 async def _consume(
-    runtime: StreamRuntime, segment: str, name: str, health_port: int | None, host: str
+    runtime: StreamRuntime, segment: str, name: str, ports: tuple[int, ...], host: str
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,12 +75,13 @@ async def _consume(
             name,
             consumer.group,
         )
-        health = None if health_port is None else await serve_health(consumer, host, health_port)
+        metrics = runtime.context.metrics
+        servers = [await serve_health(consumer, host, port, metrics) for port in ports]
         try:
             await consumer.run(stop)
         finally:
-            if health is not None:
-                health.close()
+            for server in servers:
+                server.close()
             await await_all(close_steps(plan.instances))
             logger.info(
                 "segment %r stopped: %d events processed, %d dead-lettered",

@@ -33,6 +33,7 @@ Values that are missing, not numbers, NaN or infinite are counted as missing and
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -230,7 +231,7 @@ class FeatureReference:
                 f"{len(feature.edges) + 1} proportions, got {len(feature.proportions)}"
             )
             raise MonitoringError(msg)
-        if any(b <= a for a, b in zip(feature.edges, feature.edges[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(feature.edges)):
             msg = f"reference statistics, {where}: the edges must increase"
             raise MonitoringError(msg)
         return feature

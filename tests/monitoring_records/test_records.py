@@ -176,20 +176,48 @@ def test_a_flush_writes_complete_files_without_closing(server: MockServer, tmp_p
     assert read_records(tmp_path, "double").column("event_id").to_pylist() == ["e-1", "e-2"]
 
 
-def test_a_full_batch_is_written_before_the_flush_interval(tmp_path: Path) -> None:
+def test_full_batches_are_row_groups_of_one_file_completed_at_the_flush(tmp_path: Path) -> None:
     recorder = PredictionRecorder({"sink": str(tmp_path), "batch_size": 3, "flush_interval_s": 60})
     recorder.start()
     try:
-        for index in range(3):
+        for index in range(6):
             recorder.record(a_record(f"e-{index}"))
-        for _ in range(200):  # the third record wakes the writer: well under the 60 s
-            if recorder.statistics().written == 3:
+        for _ in range(200):  # full batches wake the writer: well before the 60 s
+            if recorder.statistics().written == 6:
                 break
             threading.Event().wait(0.01)
-        assert recorder.statistics().written == 3
+        assert recorder.statistics().written == 6
+        (temporary,) = parquet_files(tmp_path)  # written, not visible to readers yet
+        assert temporary.name.startswith(".part-")
+        assert temporary.name.endswith(".parquet.tmp")
+        assert read_records(tmp_path, "m").num_rows == 0
+        recorder.flush()
     finally:
         recorder.close()
-    assert read_records(tmp_path, "m").num_rows == 3
+    (complete,) = parquet_files(tmp_path)
+    assert pq.ParquetFile(complete).metadata.num_row_groups == 2
+    assert read_records(tmp_path, "m").column("event_id").to_pylist() == [
+        f"e-{index}" for index in range(6)
+    ]
+
+
+def test_a_file_lost_before_it_is_completed_is_counted_as_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = PredictionRecorder({"sink": str(tmp_path), "batch_size": 2, "flush_interval_s": 60})
+    recorder.start()
+    for index in range(2):
+        recorder.record(a_record(f"e-{index}"))
+    for _ in range(200):
+        if recorder.statistics().written == 2:
+            break
+        threading.Event().wait(0.01)
+    (temporary,) = parquet_files(tmp_path)
+    temporary.unlink()  # a clean-up job removed it: it cannot be completed
+    recorder.close()
+    assert recorder.statistics() == records_module.RecorderStatistics(failed=2)
+    assert "completing the prediction records file" in caplog.text
+    assert parquet_files(tmp_path) == []
 
 
 def test_aclose_writes_everything_queued(tmp_path: Path) -> None:
@@ -338,6 +366,9 @@ class FlakySink:
             raise OSError(message)
         self.batches.append([record.event_id for record in records])
         return len(records)
+
+    def commit(self) -> int:
+        return 0
 
     def close(self) -> None:
         self.closed = True
@@ -489,6 +520,8 @@ def test_settings_round_trip_through_their_spec_form() -> None:
     }
     assert TrackingSettings.parse(settings.to_dict()) == settings
     assert TrackingSettings().to_dict() == {}
+    assert (settings.interval_s, TrackingSettings().interval_s) == (1.0, 60.0)
+    assert TrackingSettings(flush_interval_s=2).interval_s == 2.0
     assert TrackingSettings().tracks("anything")
     assert records_module.parquet_root("parquet:///var/lib/records") == "/var/lib/records"
     assert records_module.parquet_root("parquet://records") == "records"

@@ -6,14 +6,17 @@ graph hand it a ``PredictionRecord`` per prediction. The hook only filters by mo
 and appends the record to a bounded in-memory queue (a ``deque``: appends are atomic, so
 model worker threads may call it too); when the queue is full the record is dropped and
 counted, never waited for. A writer thread of the recorder's own drains the queue in batches
-(when ``batch_size`` records are waiting, and at least every ``flush_interval_s``) and hands
-them to the sink, so encoding and I/O never run on a request's thread or event loop:
+(whenever ``batch_size`` records are waiting, and every ``flush_interval_s``) and hands them to
+the sink, so encoding and I/O never run on a request's thread or event loop:
 
 - **Parquet** (``parquet:///var/lib/records``, or a plain directory path; the default): one
-  file per model, UTC day and flush, ``<root>/<model>/<YYYY-MM-DD>/part-<time>-<id>.parquet``,
-  written under a hidden temporary name and renamed, so a reader never sees half a file.
-  Columns: ``RECORD_COLUMNS`` (``model``, ``version``, ``event_id``, ``timestamp``,
-  ``latency_ms``, ``error``, ``inputs``, ``outputs``), typed as ``record_schema()`` says.
+  file per model and UTC day per flush interval,
+  ``<root>/<model>/<YYYY-MM-DD>/part-<time>-<id>.parquet``. Each batch is a row group
+  appended to a hidden temporary file (``.part-….parquet.tmp``), renamed to its final name at
+  the end of the interval (or on ``flush``/``close``), so a reader sees complete files only,
+  and a busy server writes a file per interval, not one per batch. Columns:
+  ``RECORD_COLUMNS`` (``model``, ``version``, ``event_id``, ``timestamp``, ``latency_ms``,
+  ``error``, ``inputs``, ``outputs``), typed as ``record_schema()`` says.
 - **A stream** (``memory://records``, ``redis://host:6379/records``, ``nats://host:4222/records``):
   one message per record, a servegraph event envelope whose body is the record (so a graph
   can consume the stream), with the record's event id as the message's.
@@ -46,10 +49,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine, Mapping, Sequence
@@ -86,6 +92,12 @@ ALL_MODELS = "*"
 
 DEFAULT_SINK = "parquet://records"
 """The embedded default: Parquet files under ``./records`` (relative to the server's cwd)."""
+
+PARQUET_FLUSH_INTERVAL_S = 60.0
+"""How often Parquet files are completed by default: few files, readable within a minute."""
+
+STREAM_FLUSH_INTERVAL_S = 1.0
+"""How often records are published to a stream by default."""
 
 PARQUET_SCHEME = "parquet"
 STREAM_SCHEMES = ("memory", "redis", "rediss", "nats")
@@ -126,8 +138,10 @@ class TrackingSettings:
         max_queue: records held in memory at most; past it new records are dropped and
             counted (``PredictionRecorder.dropped``).
         batch_size: the writer wakes when this many records are queued, and writes at most
-            this many per Parquet file set or stream batch.
-        flush_interval_s: the writer writes what is queued at least this often.
+            this many at once (a Parquet row group, or a stream batch).
+        flush_interval_s: how often the writer writes what is queued and completes the
+            Parquet files: every record is readable within about this long. None: 60 s for
+            Parquet files (a file per model a minute at most), 1 s for a stream.
 
     Raises:
         GraphError: a setting is invalid (the message names it and says what it takes).
@@ -139,7 +153,7 @@ class TrackingSettings:
     seed: int | None = None
     max_queue: int = 50_000
     batch_size: int = 5_000
-    flush_interval_s: float = 5.0
+    flush_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -167,7 +181,8 @@ class TrackingSettings:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not _is_number(self.flush_interval_s) or not self.flush_interval_s > 0:
+        interval = self.flush_interval_s
+        if interval is not None and (not _is_number(interval) or not interval > 0):
             problems.append(
                 f"flush_interval_s must be a positive number of seconds, got "
                 f"{self.flush_interval_s!r}"
@@ -205,6 +220,13 @@ class TrackingSettings:
             if value != spec.default:
                 data[name] = list(value) if isinstance(value, tuple) else value
         return data
+
+    @property
+    def interval_s(self) -> float:
+        """The flush interval in force (``flush_interval_s``, or the sink's default)."""
+        if self.flush_interval_s is not None:
+            return float(self.flush_interval_s)
+        return STREAM_FLUSH_INTERVAL_S if is_stream_sink(self.sink) else PARQUET_FLUSH_INTERVAL_S
 
     def tracks(self, model: str) -> bool:
         """Whether the predictions of ``model`` are recorded."""
@@ -272,6 +294,7 @@ def json_text(value: Any) -> str | None:
     return _json.encode(value).decode()
 
 
+@functools.cache
 def record_schema() -> Any:
     """The ``pyarrow.Schema`` of a records Parquet file.
 
@@ -360,20 +383,41 @@ class RecordSink(Protocol):
         ...
 
     def write(self, records: Sequence[PredictionRecord]) -> int:
-        """Write a batch; return how many were written (raise when none could be)."""
+        """Take a batch; return how many records were taken (raise when none could be)."""
+        ...
+
+    def commit(self) -> int:
+        """Make everything taken so far visible to readers (complete the Parquet files);
+        return how many records taken earlier were lost doing so (usually 0)."""
         ...
 
     def close(self) -> None:
-        """Release what ``open`` took."""
+        """Release what ``open`` took (after a last ``commit``)."""
         ...
 
 
+DICTIONARY_COLUMNS = ("model", "version", "error")
+"""Columns with few distinct values: dictionary-encoded (the others hold one value a row)."""
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    writer: Any
+    temporary: Path
+    final: Path
+    rows: int = 0
+
+
 class ParquetSink:
-    """Writes each batch as one Parquet file per model and UTC day (see the module doc)."""
+    """Writes records to one Parquet file per model and UTC day per commit (see the module
+    doc): each batch is a row group appended to a hidden temporary file, renamed to its final
+    name by ``commit``, so a reader sees complete files only."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._pq: Any = None
+        self._files: dict[tuple[str, str], _OpenFile] = {}
+        self._lost = 0
 
     def open(self) -> None:
         self._pq = _parquet()
@@ -393,27 +437,62 @@ class ParquetSink:
             if stamp.tzinfo is not UTC:
                 stamp = stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
             groups.setdefault((record.model, stamp.date().isoformat()), []).append(record)
-        written = 0
-        flushed = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}Z"
-        for (model, day), rows in groups.items():
-            directory = model_directory(self.root, model) / day
-            name = f"part-{flushed}-{uuid.uuid4().hex[:12]}.parquet"
-            self._write_file(records_table(rows), directory, name)
-            written += len(rows)
-        return written
+        taken = 0
+        first: Exception | None = None
+        for key, rows in groups.items():
+            try:
+                table = records_table(rows)
+                file = self._files.get(key) or self._open_file(key)
+                file.writer.write_table(table)
+            except Exception as exc:  # noqa: BLE001 - the other groups go on; see below
+                first = first or exc
+                self._abort(key)
+                continue
+            file.rows += len(rows)
+            taken += len(rows)
+        if first is not None:
+            if not taken:
+                raise first
+            logger.error("writing prediction records under %s failed: %s", self.root, first)
+        return taken
 
-    def _write_file(self, table: Any, directory: Path, name: str) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{name}.tmp"  # hidden: readers skip dot files
-        try:
-            self._pq.write_table(table, temporary)
-            os.replace(temporary, directory / name)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+    def commit(self) -> int:
+        files, self._files = self._files, {}
+        for file in files.values():
+            try:
+                file.writer.close()
+                os.replace(file.temporary, file.final)
+            except Exception:
+                logger.exception("completing the prediction records file %s failed", file.final)
+                file.temporary.unlink(missing_ok=True)
+                self._lost += file.rows
+        lost, self._lost = self._lost, 0
+        return lost
 
     def close(self) -> None:
-        """Nothing to release: every file is complete once written."""
+        self._lost += self.commit()
+
+    def _open_file(self, key: tuple[str, str]) -> _OpenFile:
+        model, day = key
+        directory = model_directory(self.root, model) / day
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:12]}.parquet"
+        temporary = directory / f".{name}.tmp"  # hidden: readers skip dot files
+        writer = self._pq.ParquetWriter(
+            str(temporary), record_schema(), use_dictionary=list(DICTIONARY_COLUMNS)
+        )
+        file = self._files[key] = _OpenFile(writer, temporary, directory / name)
+        return file
+
+    def _abort(self, key: tuple[str, str]) -> None:
+        """Drop a file a write failed in (its earlier row groups are lost with it)."""
+        file = self._files.pop(key, None)
+        if file is None:
+            return
+        self._lost += file.rows
+        with contextlib.suppress(Exception):  # already failing: the first error is reported
+            file.writer.close()
+        file.temporary.unlink(missing_ok=True)
 
 
 class StreamSink:
@@ -451,6 +530,10 @@ class StreamSink:
 
     def write(self, records: Sequence[PredictionRecord]) -> int:
         return self._call(self._publish(records))
+
+    def commit(self) -> int:
+        """Nothing to do: a published record is in the stream already."""
+        return 0
 
     async def _publish(self, records: Sequence[PredictionRecord]) -> int:
         from ..streams.envelope import Envelope
@@ -772,14 +855,19 @@ class PredictionRecorder:
             started.set_exception(exc)
             return
         started.set_result(None)
-        interval = self.settings.flush_interval_s
+        interval = self.settings.interval_s
+        deadline = time.monotonic() + interval
         try:
             while True:
-                self._wake.wait(interval)
+                self._wake.wait(max(0.0, deadline - time.monotonic()))
                 self._wake.clear()
                 stopping = self._stopping  # read first: what was queued before close is written
                 flushes = [self._flushes.popleft() for _ in range(len(self._flushes))]
                 self._drain(sink)
+                now = time.monotonic()
+                if stopping or flushes or now >= deadline:
+                    self._commit(sink)
+                    deadline = now + interval
                 for request in flushes:
                     request.done.set()
                 if stopping:
@@ -795,14 +883,23 @@ class PredictionRecorder:
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
             try:
-                written = sink.write(batch)
+                taken = sink.write(batch)
             except Exception:
                 logger.exception(
                     "writing %d prediction records to %s failed", len(batch), self.settings.sink
                 )
-                written = 0
-            self._written += written
-            self._failed += len(batch) - written
+                taken = 0
+            self._written += taken
+            self._failed += len(batch) - taken
+
+    def _commit(self, sink: RecordSink) -> None:
+        try:
+            lost = sink.commit()
+        except Exception:
+            logger.exception("completing the prediction records of %s failed", self.settings.sink)
+            return
+        self._written -= lost
+        self._failed += lost
 
 
 def install_recorder(

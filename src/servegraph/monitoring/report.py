@@ -196,7 +196,7 @@ def report_json(report: Mapping[str, Any]) -> str:
 # -- HTML -------------------------------------------------------------------------------------
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 24px; color: #212121; max-width: 1120px; }
+body { font-family: system-ui, sans-serif; margin: 24px; color: #212121; max-width: 1160px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; }
 h3 { font-size: 16px; margin: 28px 0 8px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 14px; }
@@ -248,8 +248,8 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("Window", f"{_e(window.get('start'))} to {_e(window.get('end'))}"),
         (
             "Records",
-            f"{_e(report.get('records'))} ({_e(report.get('failed'))} failed, "
-            f"{_e(report.get('skipped'))} skipped); {_e(report.get('rows'))} input rows",
+            f"{_number(report.get('records'))} ({_number(report.get('failed'))} failed, "
+            f"{_number(report.get('skipped'))} skipped); {_number(report.get('rows'))} input rows",
         ),
         (
             "Thresholds",
@@ -319,7 +319,7 @@ def _feature_section(index: int, feature: Mapping[str, Any]) -> str:
 
 # -- the plot ---------------------------------------------------------------------------------
 
-_WIDTH, _HEIGHT = 720, 300
+_WIDTH, _HEIGHT = 680, 300
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 40, 50
 _MAX_LABELS = 12
 
@@ -355,7 +355,7 @@ def histogram_svg(feature: Mapping[str, Any]) -> str:
         out.append(
             f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_WIDTH - _RIGHT}" y2="{y:.1f}" '
             'stroke="#e0e0e0" stroke-width="1"/>'
-            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{share:.0%}</text>'
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_percent(share)}</text>'
         )
     for i in range(count):
         left = _LEFT + i * group
@@ -402,6 +402,10 @@ def _legend() -> str:
             f'shape-rendering="crispEdges"/><text x="{x + 17}" y="20">{label}</text>'
         )
     return "".join(items)
+
+
+def _percent(share: float) -> str:
+    return f"{share:.0%}" if round(share * 100, 6).is_integer() else f"{share:.1%}"
 
 
 def _bin_label(edges: Sequence[float], i: int) -> str:

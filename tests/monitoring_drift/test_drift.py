@@ -415,10 +415,10 @@ def normal_reference() -> ReferenceStatistics:
     ("shift", "verdict"),
     [
         (0.0, NO_DRIFT),
-        (0.5, NO_DRIFT),  # TVD 0.19, Hellinger 0.17
-        (1.0, NO_DRIFT),  # 0.37 and 0.33
+        (0.5, NO_DRIFT),  # TVD 0.20, Hellinger 0.17
+        (1.0, NO_DRIFT),  # 0.38 and 0.33
         (2.0, POSSIBLE_DRIFT),  # 0.68 and 0.59: mean 0.63
-        (3.0, DRIFT_DETECTED),  # 0.86 and 0.76: mean 0.81
+        (3.0, DRIFT_DETECTED),  # 0.86 and 0.74: mean 0.80
     ],
 )
 def test_mean_shifts_of_a_normal_feature(

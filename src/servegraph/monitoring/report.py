@@ -624,3 +624,7 @@ def _parse_time(text: str, option: str) -> datetime:
         msg = f"{option}: {text!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00Z"
         raise MonitoringError(msg) from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+if __name__ == "__main__":
+    sys.exit(main_monitor(sys.argv[1:]))

@@ -241,7 +241,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
         (lambda: reference_statistics(ROWS, ["a"]), "2 columns but 1 feature names"),
         (lambda: reference_statistics([[1, 2], [3]]), "same length"),
         (lambda: reference_statistics({"x": [None, "a"]}), "feature 'x': no finite numeric"),
-        (lambda: reference_statistics(DATA, bins=0), "bins must be a whole number"),
+        (lambda: reference_statistics(DATA, bins=1), "bins must be a whole number of at least 2"),
         (lambda: reference_statistics(DATA, binning="log"), "binning 'log'"),  # type: ignore[arg-type]
         (lambda: reference_statistics(DATA, sample_size=-1), "sample_size must be 0 or more"),
         (lambda: reference_statistics(42), "cannot read features from a int"),
@@ -465,6 +465,8 @@ def test_one_drifting_feature_among_stable_ones(normal_reference: ReferenceStati
     assert compare(stats, current, DriftThresholds(overall="worst")).verdict == DRIFT_DETECTED
 
 
-def test_feature_columns_accepts_column_tensors() -> None:
+def test_feature_columns_accepts_column_tensors_and_single_rows() -> None:
     columns = feature_columns({"x": [[1.0], [2.0]]}, ["x"])
     assert columns["x"].tolist() == [1.0, 2.0]
+    single = feature_columns({"x": 1.5, "y": 2}, ["x", "y"])
+    assert {name: values.tolist() for name, values in single.items()} == {"x": [1.5], "y": [2.0]}

@@ -207,6 +207,9 @@ def test_read_window_errors(tmp_path: Path) -> None:
         read_window(tmp_path, "iris", T0.replace(tzinfo=None), T0, NAMES)
     with pytest.raises(MonitoringError, match=r"ends .* before it starts"):
         read_window(tmp_path, "iris", T0, T0, NAMES)
+    (tmp_path / "iris" / "2024-05-01" / "part-broken.parquet").write_text("not parquet")
+    with pytest.raises(MonitoringError, match=r"cannot read .*part-broken.parquet"):
+        read_window(tmp_path, "iris", T0, T0 + timedelta(hours=1), NAMES)
 
 
 # -- the check and its reports ------------------------------------------------------------------
@@ -408,7 +411,7 @@ def test_main_monitor(
     [
         (["--reference", "absent.json"], "absent.json does not exist"),
         (["--start", "yesterday"], "--start: 'yesterday' is not an ISO 8601 time"),
-        (["--last", "soon"], "monitoring window"),
+        (["--last", "soon"], "the monitoring window"),
         (["--possible", "0.9"], "need 0 < possible < detected <= 1"),
         (["--metric", "js"], "metric 'js' is not one of"),
     ],

@@ -337,8 +337,8 @@ def reference_statistics(
         >>> stats.features[0].edges, stats.features[0].proportions
         ((2.5,), (0.5, 0.5))
     """
-    if not isinstance(bins, int) or bins < 1:
-        msg = f"reference statistics: bins must be a whole number of at least 1, got {bins!r}"
+    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 2:
+        msg = f"reference statistics: bins must be a whole number of at least 2, got {bins!r}"
         raise MonitoringError(msg)
     if binning not in BINNINGS:
         msg = f"reference statistics: binning {binning!r} is not one of {BINNINGS}"
@@ -746,7 +746,9 @@ def _floats(values: Any, name: str) -> FloatArray:
         except TypeError:
             msg = f"feature {name!r}: expected a sequence of numbers, got {type(values).__name__}"
             raise MonitoringError(msg) from None
-    if arr.ndim == 2 and arr.shape[1] == 1:
+    if arr.ndim == 0:
+        arr = arr.reshape(1)  # one row given as {name: value}
+    elif arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]  # a column tensor of shape [n, 1]
     if arr.ndim != 1:
         msg = f"feature {name!r}: expected one value per row, got shape {arr.shape}"

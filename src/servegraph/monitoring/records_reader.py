@@ -174,7 +174,11 @@ def _read_file(
     except ImportError as exc:  # pragma: no cover - pyarrow comes with the parquet extra
         module = "pyarrow"
         raise MissingDependencyError(module, "parquet") from exc
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        msg = f"prediction records: cannot read {path}: {exc}"
+        raise MonitoringError(msg) from None
     absent = [column for column in COLUMNS if column not in schema.names]
     if absent:
         msg = (

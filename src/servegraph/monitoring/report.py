@@ -108,6 +108,7 @@ def monitor(
         records=window.records,
         failed=window.failed,
         skipped=window.skipped,
+        rows=len(window.rows),
         versions=window.versions,
     )
     if output_dir is not None:
@@ -126,6 +127,7 @@ def build_report(
     records: int | None = None,
     failed: int = 0,
     skipped: int = 0,
+    rows: int | None = None,
     versions: Sequence[str | None] = (),
     generated_at: datetime | None = None,
 ) -> dict[str, Any]:
@@ -153,7 +155,8 @@ def build_report(
             "max": ref.max,
         }
         features.append(item)
-    rows = max((drift.count + drift.missing for drift in result.features), default=0)
+    if rows is None:
+        rows = max((drift.count + drift.missing for drift in result.features), default=0)
     counts = dict.fromkeys(VERDICT_COLOURS, 0)
     for drift in result.features:
         counts[drift.verdict] += 1
@@ -464,9 +467,15 @@ def _records_root(root: str | Path) -> Path:
 
 
 def _duration(text: str) -> timedelta:
-    from servegraph.state.windows import parse_duration
+    from servegraph.state.windows import WindowError, parse_duration
 
-    return timedelta(seconds=parse_duration(text, what="monitoring window"))
+    from .drift import MonitoringError
+
+    try:
+        return timedelta(seconds=parse_duration(text, what="the monitoring window"))
+    except WindowError as exc:
+        msg = "; ".join(problem.message for problem in exc.problems)
+        raise MonitoringError(msg) from None
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -531,8 +540,6 @@ def add_monitor_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_monitor(args: argparse.Namespace) -> int:
     """Run ``servegraph monitor`` with parsed arguments; returns the exit status."""
-    from servegraph.errors import GraphError
-
     from .drift import DRIFT_DETECTED, POSSIBLE_DRIFT, DriftThresholds, MonitoringError
 
     try:
@@ -553,7 +560,7 @@ def run_monitor(args: argparse.Namespace) -> int:
             include_failed=args.include_failed,
             output_dir=args.output,
         )
-    except (MonitoringError, GraphError) as exc:
+    except MonitoringError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
     sys.stdout.write(report_json(report) if args.json else summary_text(report))

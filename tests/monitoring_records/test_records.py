@@ -448,6 +448,8 @@ def test_the_memory_stream_is_published_on_the_loop_that_started_the_recorder() 
             recorder.record(a_record("e-1"))
             await recorder.aflush()
             messages = await asyncio.wait_for(waiting, 2)  # woken by the publish, not the timeout
+            with pytest.raises(RuntimeError, match="await aflush"):
+                recorder.flush()
             with pytest.raises(RuntimeError, match="await aclose"):
                 recorder.close()
             await recorder.aclose()
@@ -560,6 +562,15 @@ def test_install_with_no_settings_is_off_and_a_second_hook_is_refused(
         install_recorder(server.context, {"sink": str(tmp_path)})
     recorder.close()
     assert server.context.hooks.record_prediction is None
+
+
+def test_a_version_that_is_not_text_is_written_as_text(tmp_path: Path) -> None:
+    recorder = PredictionRecorder({"sink": str(tmp_path)})
+    stamp = datetime.now(UTC)
+    recorder.record(PredictionRecord("m", 2, "e-1", stamp, [1], [2], 1.0))  # type: ignore[arg-type]
+    recorder.start()
+    recorder.close()
+    assert read_records(tmp_path, "m").column("version").to_pylist() == ["2"]
 
 
 def test_stream_records_are_json_whatever_their_values(server: MockServer) -> None:

@@ -321,7 +321,7 @@ def records_table(records: Sequence[PredictionRecord]) -> Any:
     pa = _pyarrow()
     columns = [
         [record.model for record in records],
-        [record.version for record in records],
+        [None if record.version is None else str(record.version) for record in records],
         [record.event_id for record in records],
         [record.timestamp for record in records],
         [float(record.latency_ms) for record in records],
@@ -790,6 +790,7 @@ class PredictionRecorder:
         if thread is None or not thread.is_alive():
             message = "the prediction recorder is not running: start() it first"
             raise RuntimeError(message)
+        self._refuse_on_home_loop("flush", "aflush")
         request = _Flush()
         self._flushes.append(request)
         self._wake.set()
@@ -811,14 +812,7 @@ class PredictionRecorder:
         """
         if self._closed:
             return
-        if (
-            isinstance(self._sink, StreamSink)
-            and self._home is not None
-            and self._home.is_running()
-            and threading.get_ident() == self._home_thread
-        ):
-            message = "close() would block the event loop the recorder publishes on: await aclose()"
-            raise RuntimeError(message)
+        self._refuse_on_home_loop("close", "aclose")
         self._closed = True
         self._uninstall()
         thread = self._thread
@@ -837,6 +831,20 @@ class PredictionRecorder:
             return
         self._uninstall()  # at once: no record is queued after the final flush starts
         await asyncio.to_thread(self.close)
+
+    def _refuse_on_home_loop(self, call: str, instead: str) -> None:
+        """A ``memory://`` stream is published on the loop that started the recorder: blocking
+        that loop until the writer is done would wait for itself."""
+        if (
+            isinstance(self._sink, StreamSink)
+            and self._home is not None
+            and self._home.is_running()
+            and threading.get_ident() == self._home_thread
+        ):
+            message = (
+                f"{call}() would block the event loop the recorder publishes on: await {instead}()"
+            )
+            raise RuntimeError(message)
 
     def _uninstall(self) -> None:
         context, self._context = self._context, None

@@ -285,6 +285,12 @@ def _add_serve(subcommands: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="do not count events, errors and latency per step (served at /metrics)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        default=None,
+        help="OpenTelemetry spans per event and step (configure the exporter with OTEL_* vars)",
+    )
     parser.set_defaults(command=_run_serve)
 
 
@@ -309,6 +315,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "header_timeout_s",
             "access_log",
             "metrics",
+            "tracing",
         )
     }
     try:
@@ -361,6 +368,11 @@ def _add_consume(subcommands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="the address of those ports (127.0.0.1)"
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="OpenTelemetry spans per event and step (configure the exporter with OTEL_* vars)",
+    )
     parser.set_defaults(command=_run_consume)
 
 
@@ -378,6 +390,7 @@ def _run_consume(args: argparse.Namespace) -> int:
             health_port=args.health_port,
             metrics_port=args.metrics_port,
             host=args.host,
+            tracing=args.tracing,
         )
     except GraphError:
         raise

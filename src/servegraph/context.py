@@ -81,6 +81,7 @@ class Context:
         secrets: Mapping[str, str] | None = None,
         step: str | None = None,
         metrics: Any = None,
+        tracing: Any = None,
     ) -> None:
         self.params: dict[str, Any] = dict(params or {})
         self.is_mock = is_mock
@@ -88,6 +89,8 @@ class Context:
         self.tables: dict[str, Any] = tables if tables is not None else {}
         self.metrics: Any = metrics if metrics is not None else NullMetrics()
         """``NullMetrics``, or ``servegraph.monitoring.metrics.Metrics`` when metrics are on."""
+        self.tracing: Any = tracing
+        """None, or ``servegraph.monitoring.tracing.Tracing`` when tracing is on."""
         self.hooks = Hooks()
         self.step = step
         self._secrets = secrets

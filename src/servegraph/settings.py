@@ -53,6 +53,7 @@ class ServerSettings:
             are disconnected).
         access_log: log every request (off by default: it costs per request).
         metrics: count events, errors and latency per step for ``/metrics`` (on by default).
+        tracing: OpenTelemetry spans per event and step (the ``tracing`` extra; off by default).
     """
 
     host: str = "127.0.0.1"
@@ -65,6 +66,7 @@ class ServerSettings:
     header_timeout_s: float = 10.0
     access_log: bool = False
     metrics: bool = True
+    tracing: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> Self:
@@ -157,6 +159,7 @@ _SERVER_TYPES = {
     "header_timeout_s": "float",
     "access_log": "bool",
     "metrics": "bool",
+    "tracing": "bool",
 }
 _LIMIT_TYPES = {
     "max_body_bytes": "int",

@@ -25,6 +25,7 @@ from .graph.resolve import Namespace
 from .graph.segments import MAIN, has_queues
 from .graph.spec import EngineKind, GraphSpec
 from .monitoring.metrics import Metrics
+from .monitoring.tracing import Tracing
 from .server.responses import Response, as_response, error_response, server_response
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class MockServer:
         params: Mapping[str, Any] | None = None,
         verbose: bool = False,
         metrics: bool = False,
+        tracing: bool | Tracing = False,
     ) -> None:
         chosen = EngineKind(engine) if engine is not None else spec.engine
         self.metrics: Metrics | None = Metrics() if metrics else None
@@ -69,6 +71,7 @@ class MockServer:
             is_mock=True,
             verbose=verbose,
             metrics=self.metrics,
+            tracing=tracing if isinstance(tracing, Tracing) else Tracing() if tracing else None,
         )
         self.streams: StreamRuntime | None = None
         self.results: dict[str, list[Any]] = {}

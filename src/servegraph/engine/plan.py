@@ -67,6 +67,8 @@ class Plan:
     is_async: bool
     has_responder: bool
     instances: tuple[object, ...]
+    tracing: Any = None
+    """The context's ``Tracing`` when tracing is on: runners put each event in a span."""
 
 
 def compile_plan(
@@ -151,7 +153,7 @@ class _Compiler:
             message = f"async steps ({names}) need the async engine; use engine='async'"
             raise GraphError(message)
         has_responder = any(step.responder for step in self.spec.steps)
-        return Plan(entries, is_async, has_responder, tuple(self.instances))
+        return Plan(entries, is_async, has_responder, tuple(self.instances), self.context.tracing)
 
     def _node(self, step: StepSpec) -> _Draft:
         try:
@@ -215,6 +217,8 @@ class _Compiler:
         # (decided once, here).
         if self.context.verbose:
             call = traced(name, call, takes_body, is_async)
+        if self.context.tracing is not None:
+            call = self.context.tracing.step(name, call, is_async)
         metrics = self.context.metrics
         if getattr(metrics, "enabled", False):
             from ..monitoring.metrics import metered

@@ -201,6 +201,8 @@ class SyncRunner:
             self.run = self._run_chain
         else:
             self.run = self._run_graph
+        if plan.tracing is not None:
+            self.run = plan.tracing.run(self.run)
 
     def _run_chain(self, event: Event) -> Any:
         chain = self._chain
@@ -354,6 +356,8 @@ class AsyncRunner:
         self._entries = plan.entries
         self._has_responder = plan.has_responder
         self._sync = None if plan.is_async else SyncRunner(plan)
+        if plan.tracing is not None and self._sync is None:
+            self.run = plan.tracing.run_async(self.run)  # type: ignore[method-assign]
 
     async def run(self, event: Event) -> Any:
         """Run ``event`` through the plan and return its answer.

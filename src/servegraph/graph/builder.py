@@ -309,6 +309,7 @@ class Graph:
         params: Mapping[str, Any] | None = None,
         verbose: bool = False,
         metrics: bool = False,
+        tracing: bool | Any = False,
     ) -> MockServer:
         """Compile the graph and return an in-process server to send it events.
 
@@ -319,6 +320,8 @@ class Graph:
             verbose: log what every step gets and returns (logger ``servegraph.engine``,
                 DEBUG level).
             metrics: count events, errors and latency per step (``server.metrics``).
+            tracing: a span per event and per step (OpenTelemetry, the ``tracing`` extra); or
+                a ``servegraph.monitoring.tracing.Tracing`` to choose the tracer provider.
 
         Raises:
             GraphError: every problem of the graph, each naming its step.
@@ -332,6 +335,7 @@ class Graph:
             params=params,
             verbose=verbose,
             metrics=metrics,
+            tracing=tracing,
         )
 
     def test(

@@ -139,7 +139,14 @@ class ServingApp:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _compile(self) -> Plan:
-        context = Context(params={**self.spec.params, **self.params}, metrics=self.metrics)
+        tracing = None
+        if self.settings.tracing:
+            from ..monitoring.tracing import Tracing
+
+            tracing = Tracing()
+        context = Context(
+            params={**self.spec.params, **self.params}, metrics=self.metrics, tracing=tracing
+        )
         if has_queues(self.spec):
             # The front runs the main segment: its queue steps answer once the event is written.
             from ..streams.runtime import StreamRuntime

@@ -41,6 +41,7 @@ def consume(
     health_port: int | None = None,
     metrics_port: int | None = None,
     host: str = "127.0.0.1",
+    tracing: bool = False,
 ) -> None:
     """Consume ``segment`` of ``spec`` until SIGTERM or SIGINT; with ``health_port``, answer
     health requests on ``host:health_port`` (see ``streams.health``).
@@ -49,7 +50,13 @@ def consume(
         GraphError: the graph is invalid or ``segment`` is not one of its segments (listed).
         BackendError: a broker is unreachable at startup (the message names its URL).
     """
-    runtime = StreamRuntime(spec, context=Context(params=dict(spec.params), metrics=Metrics()))
+    traces = None
+    if tracing:
+        from ..monitoring.tracing import Tracing
+
+        traces = Tracing()
+    context = Context(params=dict(spec.params), metrics=Metrics(), tracing=traces)
+    runtime = StreamRuntime(spec, context=context)
     runtime.options(segment)  # an unknown segment fails here, before any I/O
     name = consumer or default_consumer_name()
     ports = tuple(dict.fromkeys(p for p in (health_port, metrics_port) if p is not None))

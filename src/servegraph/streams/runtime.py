@@ -203,9 +203,12 @@ class StreamRuntime:
         key_path = QueueOptions.parse(step.options).key
         keys = tuple(key_path.split(".")) if key_path else None
         name = step.name
+        tracing = self.context.tracing
 
         async def publish(event: Event) -> Event:
             key = event.key if keys is None else _key_of(event.body, keys, name)
+            if tracing is not None:  # the segment after the queue continues this trace
+                event.headers = tracing.inject(event.headers)
             await backend.publish(
                 encode_event(event),
                 event_id=event.id,

@@ -4,6 +4,7 @@
 #   NATS with JetStream at 127.0.0.1:4222 (or the port of $SERVEGRAPH_NATS_URL)
 #   PostgreSQL at 127.0.0.1:5432 (or the port of $SERVEGRAPH_POSTGRES_URL), with a database
 #   `test` that the role `postgres` reaches without a password from 127.0.0.1
+#   Chromium (headless), which renders the drift report in a test
 # A service that is not reachable is started from its installed binary; missing binaries are
 # installed with apt-get (as root). Prints one line per service; exits non-zero if one cannot
 # be made reachable.
@@ -157,10 +158,21 @@ ensure_postgres() {
     fi
 }
 
+# tests/monitoring_drift renders the drift report in a headless browser.
+ensure_chromium() {
+    if ensure_binary chromium chromium; then
+        echo "chromium: $(command -v chromium)"
+    else
+        echo "services: chromium is not installed (apt-get install -y chromium)" >&2
+        return 1
+    fi
+}
+
 failed=0
 ensure_redis || failed=1
 ensure_nats || failed=1
 ensure_postgres || failed=1
+ensure_chromium || failed=1
 if ((failed)); then
     echo "services: some services are not reachable; integration tests will skip or fail" >&2
     exit 1

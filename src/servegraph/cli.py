@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subcommands, common)
     _add_consume(subcommands, common)
     _add_invoke(subcommands, common)
+    _add_monitor(subcommands, common)
     return parser
 
 
@@ -590,3 +591,25 @@ def _make_cwd_importable() -> None:
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def _add_monitor(subcommands: Any, common: argparse.ArgumentParser) -> None:
+    from .monitoring.report import add_monitor_arguments
+
+    parser = subcommands.add_parser(
+        "monitor",
+        parents=[common],
+        help="check a model's recent inputs for drift",
+        description=(
+            "Compare a model's inputs over a window of its prediction records with its "
+            "reference statistics; write JSON and HTML reports."
+        ),
+    )
+    add_monitor_arguments(parser)
+    parser.set_defaults(command=_run_monitor)
+
+
+def _run_monitor(args: argparse.Namespace) -> int:
+    from .monitoring.report import run_monitor
+
+    return run_monitor(args)

@@ -19,6 +19,8 @@ MODULES = [
     "servegraph.compat.mlrun.model",
     "servegraph.state.tables",
     "servegraph.steps.transforms",
+    "servegraph.monitoring.drift",
+    "servegraph.monitoring.records_reader",
 ]
 
 

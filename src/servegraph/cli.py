@@ -292,6 +292,9 @@ def _add_serve(subcommands: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="OpenTelemetry spans per event and step (configure the exporter with OTEL_* vars)",
     )
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), help="text, or one JSON object per line (text)"
+    )
     parser.set_defaults(command=_run_serve)
 
 
@@ -317,6 +320,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             "access_log",
             "metrics",
             "tracing",
+            "log_format",
         )
     }
     try:
@@ -374,14 +378,21 @@ def _add_consume(subcommands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="OpenTelemetry spans per event and step (configure the exporter with OTEL_* vars)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text, or one JSON object per line (text)",
+    )
     parser.set_defaults(command=_run_consume)
 
 
 def _run_consume(args: argparse.Namespace) -> int:
+    from .monitoring.logs import configure_logging
     from .server.run import load_target
     from .streams.process import consume
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_format)
     spec = load_target(args.target)
     try:
         consume(

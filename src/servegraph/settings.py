@@ -54,6 +54,7 @@ class ServerSettings:
         access_log: log every request (off by default: it costs per request).
         metrics: count events, errors and latency per step for ``/metrics`` (on by default).
         tracing: OpenTelemetry spans per event and step (the ``tracing`` extra; off by default).
+        log_format: ``"text"`` or ``"json"`` (one JSON object per line).
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +68,7 @@ class ServerSettings:
     access_log: bool = False
     metrics: bool = True
     tracing: bool = False
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> Self:
@@ -160,6 +162,7 @@ _SERVER_TYPES = {
     "access_log": "bool",
     "metrics": "bool",
     "tracing": "bool",
+    "log_format": "str",
 }
 _LIMIT_TYPES = {
     "max_body_bytes": "int",

@@ -262,7 +262,11 @@ class ServingApp:
             task.uncancel()  # cancelled by the watchdog: the event took too long
             message = f"the event was not answered within {limits.timeout_s} s"
             response = Response(504, {"error": message})
-            logger.error("event %s timed out", event.id if event else "-")
+            logger.error(
+                "event %s timed out",
+                event.id if event else "-",
+                extra={"event_id": event.id if event else None},
+            )
         except BodyTooLarge:
             message = f"the body is larger than the limit of {limits.max_body_bytes} bytes"
             response = Response(413, {"error": message})
@@ -273,7 +277,10 @@ class ServingApp:
                     "event %s failed",
                     event.id if event else "-",
                     exc_info=exc,
-                    extra={"event_id": event.id if event else None},
+                    extra={
+                        "event_id": event.id if event else None,
+                        "step": getattr(exc, "step", None),
+                    },
                 )
         except Exception as exc:  # the request boundary: a bug, not the client's fault
             response = error_response(exc)

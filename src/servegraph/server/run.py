@@ -116,6 +116,9 @@ def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> Non
         os.environ.update(environment_of(target, settings))
         app = FACTORY
     http = _configure_protocol(settings)
+    from ..monitoring.logs import uvicorn_log_config
+
+    log_config = uvicorn_log_config(settings.log_format)
     with _stopping_quietly():
         uvicorn.run(
             app,
@@ -131,6 +134,7 @@ def serve(target: str, settings: ServerSettings, *, reload: bool = False) -> Non
             timeout_graceful_shutdown=settings.graceful_s,  # type: ignore[arg-type]
             reload=reload,
             log_level="info",
+            log_config=log_config,
         )
 
 

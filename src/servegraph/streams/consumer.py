@@ -294,7 +294,11 @@ class SegmentConsumer:
         except BackendError as exc:
             # Left pending: another delivery comes when the message is claimed as stale.
             logger.warning(
-                "segment %r: cannot give back event %s: %s", self.segment, message.event_id, exc
+                "segment %r: cannot give back event %s: %s",
+                self.segment,
+                message.event_id,
+                exc,
+                extra={"event_id": message.event_id, "segment": self.segment},
             )
             return
         self.statistics.retried += 1
@@ -311,6 +315,7 @@ class SegmentConsumer:
                 self.segment,
                 message.event_id,
                 exc,
+                extra={"event_id": message.event_id, "segment": self.segment, "step": step},
             )
             return
         logger.warning(
@@ -321,6 +326,7 @@ class SegmentConsumer:
             message.deliveries,
             error,
             step,
+            extra={"event_id": message.event_id, "segment": self.segment, "step": step},
         )
         self.statistics.dead_lettered += 1
         self._acks.append(message)

@@ -38,6 +38,7 @@ from servegraph.streams.envelope import decode_event
 from servegraph.streams.memory import MemoryBackend, MemoryBroker
 
 REDIS_URL = os.environ.get("SERVEGRAPH_REDIS_URL", "redis://127.0.0.1:6379")
+NATS_URL = os.environ.get("SERVEGRAPH_NATS_URL", "nats://127.0.0.1:4222")
 INFER = "/v2/models/{}/infer"
 
 
@@ -426,7 +427,8 @@ def test_the_memory_stream_sink_publishes_one_message_per_record(server: MockSer
             return await read_stream(backend)
 
     (first_id, first, first_key), (second_id, second, second_key) = asyncio.run(read())
-    assert (first_id, first_key, second_id, second_key) == ("e-1", "double", "e-2", "broken")
+    assert (first_id, first_key) == ("e-1/double:1", "double")
+    assert (second_id, second_key) == ("e-2/broken", "broken")
     assert first["event_id"] == "e-1"
     assert (first["model"], first["version"], first["error"]) == ("double", "1", None)
     assert (first["inputs"], first["outputs"]) == ([[1, 2]], [[2, 4]])
@@ -455,7 +457,7 @@ def test_the_memory_stream_is_published_on_the_loop_that_started_the_recorder() 
             await recorder.aclose()
         return [message.event_id for message in messages]
 
-    assert asyncio.run(run()) == ["e-1"]
+    assert asyncio.run(run()) == ["e-1/m"]
 
 
 @pytest.mark.integration
@@ -486,14 +488,59 @@ def test_the_redis_stream_sink_publishes_one_message_per_record(server: MockServ
                 await backend._client.delete(stream)
 
     messages = asyncio.run(read())
-    assert [event_id for event_id, _, _ in messages] == [
+    assert [message_id for message_id, _, _ in messages] == [
+        *(f"e-{index}/double:1" for index in range(300)),
+        "e-broken/broken",
+    ]
+    assert [body["event_id"] for _, body, _ in messages] == [
         *(f"e-{index}" for index in range(300)),
         "e-broken",
     ]
-    assert all(body["event_id"] == event_id for event_id, body, _ in messages)
     assert messages[7][1]["outputs"] == [[14]]
     assert messages[-1][1]["error"] == "RuntimeError: the model broke"
     assert {key for _, _, key in messages} == {"double", "broken"}
+
+
+@pytest.mark.integration
+def test_records_of_one_event_by_several_models_all_reach_nats() -> None:
+    import nats
+
+    from servegraph.streams.nats import NatsBackend, sanitise
+
+    stream = f"sg-test-records-{uuid.uuid4().hex}"
+    recorder = PredictionRecorder({"sink": f"{NATS_URL}/{stream}"})
+    try:
+        recorder.start()
+    except BackendError as exc:
+        pytest.fail(
+            f"NATS with JetStream is not reachable at {NATS_URL} ({exc}); start nats-server "
+            "-js (scripts/services.sh) or point SERVEGRAPH_NATS_URL at a server",
+            pytrace=False,
+        )
+    stamp = datetime.now(UTC)
+    for model, version in (("a", None), ("b", "1"), ("b", "2"), ("a", None)):  # last: a repeat
+        recorder.record(PredictionRecord(model, version, "e-1", stamp, [1], [2], 0.5))
+    recorder.close()
+
+    async def read() -> list[tuple[str, dict[str, Any], str | None]]:
+        try:
+            async with NatsBackend(stream, url=NATS_URL) as backend:
+                messages = await backend.consume("test", "reader", count=10, block_ms=500)
+                return [(m.event_id, decode_event(m).body, m.key) for m in messages]
+        finally:
+            client = await nats.connect(NATS_URL, allow_reconnect=False, connect_timeout=2)
+            try:
+                await client.jetstream().delete_stream(sanitise(stream))
+            finally:
+                await client.close()
+
+    messages = asyncio.run(read())
+    assert [(message_id, key) for message_id, _, key in messages] == [
+        ("e-1/a", "a"),
+        ("e-1/b:1", "b"),
+        ("e-1/b:2", "b"),
+    ]
+    assert {body["event_id"] for _, body, _ in messages} == {"e-1"}
 
 
 @pytest.mark.integration

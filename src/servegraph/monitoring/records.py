@@ -19,7 +19,8 @@ the sink, so encoding and I/O never run on a request's thread or event loop:
   ``error``, ``inputs``, ``outputs``), typed as ``record_schema()`` says.
 - **A stream** (``memory://records``, ``redis://host:6379/records``, ``nats://host:4222/records``):
   one message per record, a servegraph event envelope whose body is the record (so a graph
-  can consume the stream), with the record's event id as the message's.
+  can consume the stream), whose message id is ``<event id>/<model>[:<version>]``
+  (``record_message_id``: unique per record, as brokers de-duplicate on it).
 
 ``install_recorder(context, settings)`` builds a recorder from a graph's tracking settings and
 installs its hook; servers call ``await recorder.astart()`` before serving and
@@ -547,7 +548,7 @@ class StreamSink:
             calls = (
                 backend.publish(
                     _json.encode(Envelope(record_body(record), time=record.timestamp)),
-                    event_id=record.event_id,
+                    event_id=record_message_id(record),
                     key=record.model,
                 )
                 for record in chunk
@@ -597,6 +598,19 @@ class StreamSink:
                 raise BackendError(message, retryable=True) from None
         assert self._loop is not None  # opened
         return self._loop.run_until_complete(coroutine)
+
+
+def record_message_id(record: PredictionRecord) -> str:
+    """The id of a record's stream message: ``<event id>/<model>[:<version>]``.
+
+    One event may be predicted by several models (an ensemble) or versions, and brokers
+    de-duplicate messages on this id (NATS does, within its window): the event id alone
+    would keep the first model's record only. The same record published twice is still
+    de-duplicated.
+    """
+    if record.version is None:
+        return f"{record.event_id}/{record.model}"
+    return f"{record.event_id}/{record.model}:{record.version}"
 
 
 def record_body(record: PredictionRecord) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .monitoring.tracing import Tracing
 from .server.responses import Response, as_response, error_response, server_response
 
 if TYPE_CHECKING:
+    from .monitoring.records import PredictionRecorder
     from .streams.consumer import SegmentConsumer
     from .streams.runtime import StreamRuntime
 
@@ -92,6 +93,15 @@ class MockServer:
         self._run: Callable[[Event], Awaitable[Any]] = (
             self._async.run if self.streams is None else self._run_through_streams
         )
+        self.recorder: PredictionRecorder | None = None
+        """The prediction recorder when the graph tracks models (``graph.track``)."""
+        if spec.tracking is not None:
+            from .monitoring.records import install_recorder
+
+            broker = self.streams.broker if self.streams is not None else None
+            self.recorder = install_recorder(self.context, spec.tracking, broker=broker)
+            if self.recorder is not None:
+                self.recorder.start()
         self._starting: asyncio.Future[None] | None = None
         if has_start_hooks(self._instances or self.plan.instances):
             self._running = self._run
@@ -262,6 +272,8 @@ class MockServer:
         pending = close_steps(self._instances or self.plan.instances)
         if pending:
             self._ensure_loop().run_until_complete(await_all(pending))
+        if self.recorder is not None:
+            self.recorder.close()
         if self.streams is not None:
             self._ensure_loop().run_until_complete(self.streams.aclose())
         if self._loop is not None:
@@ -271,6 +283,8 @@ class MockServer:
     async def aclose(self) -> None:
         """Like ``close``, awaited inside a running event loop (the server's own loop unused)."""
         await await_all(close_steps(self._instances or self.plan.instances))
+        if self.recorder is not None:
+            await self.recorder.aclose()
         if self.streams is not None:
             await self.streams.aclose()
         if self._loop is not None:

@@ -120,6 +120,7 @@ class Graph:
         self.params: dict[str, Any] = dict(params or {})
         self.on_error: str | None = None
         self.stop_on_none = True
+        self.tracking: dict[str, Any] | None = None
         self.namespace = namespace
         self._steps: list[StepSpec] = []
         self._mock: tuple[GraphSpec, Namespace, MockServer] | None = None
@@ -154,6 +155,7 @@ class Graph:
         graph = cls(spec.topology, engine=spec.engine, params=spec.params, namespace=namespace)
         graph.on_error = spec.on_error
         graph.stop_on_none = spec.stop_on_none
+        graph.tracking = dict(spec.tracking) if spec.tracking is not None else None
         graph._steps = list(spec.steps)
         return graph
 
@@ -259,7 +261,32 @@ class Graph:
             engine=self.engine,
             params=dict(self.params),
             stop_on_none=self.stop_on_none,
+            tracking=self.tracking,
         )
+
+    def track(
+        self,
+        models: str | Iterable[str] = "*",
+        sink: str = "parquet://records",
+        sample: float = 1.0,
+        **options: Any,
+    ) -> Self:
+        """Record the predictions of ``models`` (``"*"``: all of them) to ``sink``.
+
+        ``sink`` is ``"parquet://DIR"`` (Parquet files under DIR, the default) or a stream URL
+        (``"redis://host:6379/records"``...); ``sample`` is the share of predictions kept.
+        Other options (``seed``, ``max_queue``, ``batch_size``, ``flush_interval_s``): see
+        ``servegraph.monitoring.records.TrackingSettings``.
+
+        Raises:
+            GraphError: an unknown option or an invalid value.
+        """
+        from ..monitoring.records import TrackingSettings
+
+        chosen = models if isinstance(models, str) else list(models)
+        settings = {"models": chosen, "sink": sink, "sample": sample, **options}
+        self.tracking = TrackingSettings.parse(settings).to_dict()
+        return self
 
     def validate(self) -> None:
         """Check the graph and raise one GraphError listing every problem found."""

@@ -45,7 +45,9 @@ STEP_KEYS = frozenset(
         "options",
     }
 )
-GRAPH_KEYS = frozenset({"version", "kind", "engine", "on_error", "params", "steps", "stop_on_none"})
+GRAPH_KEYS = frozenset(
+    {"version", "kind", "engine", "on_error", "params", "steps", "stop_on_none", "tracking"}
+)
 # A router graph is its router: the router's own keys sit at the top level, beside the graph's.
 ROUTER_GRAPH_KEYS = (
     (GRAPH_KEYS - {"steps", "on_error"}) | (STEP_KEYS - {"kind", "after"}) | {"name"}
@@ -68,6 +70,8 @@ def spec_to_dict(spec: GraphSpec) -> dict[str, Any]:
         data["params"] = dict(spec.params)
     if not spec.stop_on_none:
         data["stop_on_none"] = False
+    if spec.tracking is not None:
+        data["tracking"] = dict(spec.tracking)
     if spec.topology is Topology.ROUTER:
         router = spec.steps[0]
         fields = _step_to_dict(router, problems)
@@ -111,6 +115,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> GraphSpec:
         steps = _steps_from(data.get("steps"), "steps", problems)
     on_error = _typed(data, "on_error", str, None, problems)
     stop_on_none = _typed(data, "stop_on_none", bool, None, problems)
+    tracking = _tracking(data.get("tracking"), problems)
     if problems:
         raise GraphError(problems)
     return GraphSpec(
@@ -120,7 +125,21 @@ def spec_from_dict(data: Mapping[str, Any]) -> GraphSpec:
         engine=engine or EngineKind.AUTO,
         params=dict(params),
         stop_on_none=True if stop_on_none is None else stop_on_none,
+        tracking=tracking,
     )
+
+
+def _tracking(data: Any, problems: list[Problem]) -> dict[str, Any] | None:
+    """The graph's tracking settings, checked (their module loads only when a graph has some)."""
+    if data is None:
+        return None
+    from ..monitoring.records import TrackingSettings
+
+    try:
+        return TrackingSettings.parse(data).to_dict()
+    except GraphError as exc:
+        problems.extend(exc.problems)
+        return None
 
 
 def dumps(spec: GraphSpec, format: str = "json") -> str:  # noqa: A002 - the natural word

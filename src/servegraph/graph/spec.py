@@ -89,6 +89,8 @@ class GraphSpec:
     engine: EngineKind = EngineKind.AUTO
     params: Mapping[str, Any] = field(default_factory=dict)
     stop_on_none: bool = True
+    tracking: Mapping[str, Any] | None = None
+    """Prediction tracking of the graph's models (None: off; see ``monitoring.records``)."""
 
     def step(self, name: str) -> StepSpec:
         """Return the step called ``name`` (routes included)."""

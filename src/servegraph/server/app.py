@@ -31,6 +31,7 @@ from ..monitoring.metrics import Metrics
 from ..settings import ServerSettings
 
 if TYPE_CHECKING:
+    from ..monitoring.records import PredictionRecorder
     from ..streams.runtime import StreamRuntime
 
 from .codec import BINARY, JSON, TEXT, encode_answer
@@ -79,6 +80,7 @@ class ServingApp:
         self.spec = spec
         self.settings = settings or ServerSettings()
         self.metrics: Metrics | None = Metrics() if self.settings.metrics else None
+        self._recorder: PredictionRecorder | None = None
         """Per-step counters and custom metrics, served at ``/metrics`` (None: metrics off)."""
         self.namespace = namespace
         self.params = dict(params or {})
@@ -124,6 +126,8 @@ class ServingApp:
                 if self.streams is not None:
                     await self.streams.check(MAIN)  # an unreachable broker fails startup
                 await start_steps(self.plan.instances)  # so does an unreachable table
+                if self._recorder is not None:
+                    await self._recorder.astart()
                 if self._deadlines is not None:
                     self._deadlines.start()
                 self._runner = AsyncRunner(self.plan)
@@ -134,6 +138,8 @@ class ServingApp:
             await self._deadlines.aclose()
         if self.plan is not None:
             await await_all(close_steps(self.plan.instances))
+        if self._recorder is not None:
+            await self._recorder.aclose()
         if self.streams is not None:
             await self.streams.aclose()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -147,6 +153,10 @@ class ServingApp:
         context = Context(
             params={**self.spec.params, **self.params}, metrics=self.metrics, tracing=tracing
         )
+        if self.spec.tracking is not None:
+            from ..monitoring.records import install_recorder
+
+            self._recorder = install_recorder(context, self.spec.tracking)
         if has_queues(self.spec):
             # The front runs the main segment: its queue steps answer once the event is written.
             from ..streams.runtime import StreamRuntime

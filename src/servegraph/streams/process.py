@@ -74,6 +74,13 @@ async def _consume(
         await runtime.check(segment)
         plan = await asyncio.to_thread(runtime.compile, segment)
         await start_steps(plan.instances)
+        recorder = None
+        if runtime.spec.tracking is not None:
+            from ..monitoring.records import install_recorder
+
+            recorder = install_recorder(runtime.context, runtime.spec.tracking)
+            if recorder is not None:
+                await recorder.astart()
         consumer = runtime.consumer(segment, consumer=name, plan=plan)
         logger.info(
             "consuming segment %r from %r as %r of group %r",
@@ -90,6 +97,8 @@ async def _consume(
             for server in servers:
                 server.close()
             await await_all(close_steps(plan.instances))
+            if recorder is not None:
+                await recorder.aclose()
             logger.info(
                 "segment %r stopped: %d events processed, %d dead-lettered",
                 segment,

@@ -412,3 +412,15 @@ def test_calls_from_another_event_loop_are_refused(
         first.run_until_complete(table.aclose())
     finally:
         first.close()
+
+
+def test_more_concurrent_redis_calls_than_connections_wait_for_one(redis_prefix: str) -> None:
+    from servegraph.state.redis_table import MAX_CONNECTIONS
+
+    async def main() -> list[Any]:
+        url = _with_options(REDIS_URL, prefix=redis_prefix, table="busy")
+        async with _closing(open_table(url)) as table:
+            await table.set("k", {"v": 1})
+            return await asyncio.gather(*(table.get("k") for _ in range(MAX_CONNECTIONS * 10)))
+
+    assert asyncio.run(main()) == [{"v": 1}] * 320

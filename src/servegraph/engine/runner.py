@@ -223,6 +223,9 @@ class SyncRunner:
     def _run_graph(self, event: Event) -> Any:
         outcome = Outcome()
         entries = self._entries
+        if len(entries) == 1:  # one entry (with branches or an emitter): no copies to make
+            run_segment(entries[0], event, outcome)
+            return outcome.answer(self._has_responder)
         copies = branch_copies(event, len(entries), None)
         for segment, twin in zip(entries, copies, strict=True):
             run_segment(segment, twin, outcome)

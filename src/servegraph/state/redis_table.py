@@ -145,6 +145,10 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
+MAX_CONNECTIONS = 32
+"""Connections a Redis table opens at most; more concurrent calls wait for one."""
+
+
 class RedisTable(ConnectedTable):
     """A table of Redis hashes (see the module docstring).
 
@@ -169,12 +173,17 @@ class RedisTable(ConnectedTable):
         super().__init__(name=name, url=url or server, ttl_s=ttl_s)
         self.prefix = prefix
         self._keyspace = f"{prefix}:{name}:"
-        self._client: Any = aioredis.Redis.from_url(
+        # A blocking pool: more calls at once than connections wait for one (redis-py's
+        # default pool raises "Too many connections" instead).
+        self._pool: Any = aioredis.BlockingConnectionPool.from_url(
             server,
+            max_connections=MAX_CONNECTIONS,
+            timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(NoBackoff(), 1),
         )
+        self._client: Any = aioredis.Redis(connection_pool=self._pool)
         self._set_script: Any = self._client.register_script(_SET_SCRIPT)
         self._update_script: Any = self._client.register_script(_UPDATE_SCRIPT)
         self._get_many_script: Any = self._client.register_script(_GET_MANY_SCRIPT)
@@ -270,3 +279,4 @@ class RedisTable(ConnectedTable):
         self.closed = True
         if self._in_own_loop():
             await self._client.aclose()
+            await self._pool.aclose()

@@ -374,14 +374,15 @@ class Batch(BuiltinStep, Emitter):
     # -- sync: fill by count, the filling event runs the batch ------------------------------
 
     def emit(self, event: Event, outcome: Outcome) -> None:
-        key = self._key_of(event)
+        key = None if self.key is None else self._key_of(event)
         held = self.held.get(key)
         if held is None:
             held = self.held[key] = _Held(None)
-        held.events.append(event)
-        if len(held.events) >= self.max_events:
+        events = held.events
+        events.append(event)
+        if len(events) >= self.max_events:
             del self.held[key]
-            run_outlets(self.outlets, self._batch_event(held.events, key), outcome)
+            run_outlets(self.outlets, self._batch_event(events, key), outcome)
 
     # -- async: every event waits for its batch ---------------------------------------------
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve run test lint typecheck bench bench-models bench-http bench-streams clean docs-check
+.PHONY: serve run test lint typecheck bench bench-models bench-http bench-streams bench-steps clean docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-http: $(STAMP)
 bench-streams: $(STAMP)
 	bash scripts/services.sh
 	$(BIN)/python -m benchmarks.stream_bench
+
+## bench-steps: the built-in steps against storey (installs storey into .venv-storey/ the first time)
+bench-steps: $(STAMP)
+	bash scripts/services.sh
+	$(BIN)/python -m benchmarks.steps_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
